@@ -1,0 +1,156 @@
+"""``python -m benchmark``: ls, run, eval, tables, bench-data.
+
+Only the registries (plain strings) are imported at start-up, so ``ls`` answers without
+importing torch; the heavy modules are imported inside the commands that need them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmark.errors import UserError
+from benchmark.registry import UnknownNameError
+
+REGISTRY_KINDS = ("methods", "protocols", "datasets")
+
+
+def _registry(kind: str):
+    if kind == "methods":
+        from methods import METHODS
+        return METHODS
+    if kind == "protocols":
+        from protocols import PROTOCOLS
+        return PROTOCOLS
+    from datasets import DATASETS
+    return DATASETS
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    registry = _registry(args.kind)
+    width = max((len(n) for n in registry.names()), default=0)
+    for entry in registry.entries():
+        origin = "" if entry.origin == "builtin" else f"  [{entry.origin}]"
+        print(f"{entry.name:<{width}}  {entry.summary}{origin}")
+    return 0
+
+
+def format_metrics(records: list[dict]) -> str:
+    lines = [f"{'metric':<34} {'split':<16} {'value':>10} {'n_eval':>7}"]
+    for r in records:
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        lines.append(f"{r['metric'] + ' ' + arrow:<34} {r['split']:<16} {r['value']:>10.4f} {r['n_eval']:>7}")
+    return "\n".join(lines)
+
+
+def _key_values(items: list[str], flag: str) -> dict[str, str]:
+    from benchmark.config import parse_set_args
+    try:
+        return parse_set_args(items)
+    except UserError as exc:
+        raise UserError(str(exc).replace("--set", flag)) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    # Check the names first: a typo should cost milliseconds, not a torch import.
+    _registry("methods").entry(args.method)
+    _registry("protocols").entry(args.protocol)
+    from benchmark.runner import RunRequest, resolve, run
+    from benchmark.config import dumps
+
+    req = RunRequest(method=args.method, protocol=args.protocol, preset=args.preset, seed=args.seed,
+                     overrides=_key_values(args.set, "--set"), options=_key_values(args.option, "--option"),
+                     data_root=args.data_root, out=args.out, limit=args.limit, batch_size=args.batch_size,
+                     progress=not args.no_progress)
+    if args.dry_run:
+        resolved = resolve(req)
+        print(f"method {req.method} (preset {req.preset}):\n{dumps(resolved.method_config)}")
+        print(f"protocol {req.protocol} v{resolved.protocol.spec.version}, options "
+              f"{resolved.protocol.options}, dataset {resolved.dataset.describe()}")
+        return 0
+    run_dir = run(req)
+    from benchmark.records import read_json
+    print(f"run directory: {run_dir}")
+    print(format_metrics(read_json(run_dir / "metrics.json")))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from benchmark.runner import rescore
+
+    records = rescore(Path(args.run_dir), data_root=args.data_root, progress=not args.no_progress)
+    print(format_metrics(records))
+    return 0
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    from benchmark.tables import write_tables
+
+    for path in write_tables(Path(args.runs), Path(args.paper), Path(args.out)):
+        print(f"wrote {path}")
+    if args.show:
+        print((Path(args.out) / "ours.md").read_text())
+    return 0
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from datasets.synthetic_parts import measure_throughput
+
+    for resolution in args.resolution:
+        print(f"synthetic_parts {resolution}px: {measure_throughput(resolution, n=args.n):.0f} images/s "
+              "(image + part labels + mask + landmarks, one process)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ls", help="list registered methods, protocols or datasets")
+    p.add_argument("kind", choices=REGISTRY_KINDS)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("run", help="fit a method, score it on a protocol, write a run directory")
+    p.add_argument("--method", required=True)
+    p.add_argument("--protocol", required=True)
+    p.add_argument("--preset", default="paper", help="paper (default), quick or smoke")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a method config field (typed; dotted keys for nested fields)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="protocol option, e.g. regression=scops")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default="runs")
+    p.add_argument("--limit", type=int, default=None, help="at most this many images per split")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dry-run", action="store_true", help="resolve and print the config, run nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("eval", help="re-score a run from its checkpoint without retraining")
+    p.add_argument("run_dir")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("tables", help="aggregate runs over seeds, join the papers' numbers")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--paper", default="results/paper")
+    p.add_argument("--out", default="results/tables")
+    p.add_argument("--show", action="store_true", help="print the main table")
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("bench-data", help="images/s of the synthetic data generator")
+    p.add_argument("--resolution", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--n", type=int, default=500)
+    p.set_defaults(func=cmd_bench_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, UnknownNameError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2

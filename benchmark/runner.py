@@ -1,0 +1,161 @@
+"""Fit -> save -> score -> record. ``run`` trains a method and writes a run directory;
+``rescore`` re-evaluates a run from its checkpoint without retraining."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from benchmark import figures
+from benchmark.config import to_jsonable
+from benchmark.errors import UserError
+from benchmark.records import (env_info, git_label, git_state, metric_records, new_run_dir, read_json,
+                               utc_now, write_json, StatsLog)
+from datasets import DATASETS
+from datasets.paths import resolve_data_root
+from methods import METHODS
+from protocols import PROTOCOLS
+
+log = logging.getLogger("segbench")
+FINAL_CHECKPOINT = Path("checkpoints") / "final"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    method: str
+    protocol: str
+    preset: str = "paper"
+    seed: int = 0
+    overrides: Mapping[str, str] = field(default_factory=dict)  # --set key=value
+    options: Mapping[str, str] = field(default_factory=dict)  # --option key=value (protocol)
+    data_root: str | None = None
+    out: str = "runs"
+    limit: int | None = None  # cap on images per split (smoke runs); recorded in n_eval
+    batch_size: int = 32
+    progress: bool = True
+
+
+@dataclass
+class Resolved:
+    """Everything a run needs, resolved and validated before any work starts."""
+
+    method_cls: type
+    method_config: Any
+    protocol: Any
+    dataset: Any
+
+
+def resolve(req: RunRequest) -> Resolved:
+    method_cls = METHODS.get(req.method)
+    protocol_cls = PROTOCOLS.get(req.protocol)
+    spec = protocol_cls.spec
+    missing = set(spec.needs) - set(method_cls.produces)
+    if missing:
+        raise UserError(f"protocol {spec.name!r} needs {sorted(missing)} but method {req.method!r} "
+                        f"produces only {sorted(method_cls.produces)}")
+    overrides = dict(req.overrides)
+    if method_cls.fixed_num_parts is None and "num_parts" not in overrides:
+        overrides["num_parts"] = spec.num_parts  # the protocol's K unless the user sets one
+    config = method_cls.config_for(req.preset, overrides)
+    protocol = protocol_cls(req.options)
+    dataset = DATASETS.get(spec.dataset)(root=resolve_data_root(req.data_root, spec.dataset),
+                                          image_size=spec.image_size, **spec.dataset_options)
+    return Resolved(method_cls, config, protocol, dataset)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def score(method: Any, resolved: Resolved, req: RunRequest, context: Mapping[str, Any]) -> list[dict]:
+    spec = resolved.protocol.spec
+    splits = {role: resolved.dataset.split(name, limit=req.limit)
+              for role, name in spec.splits.items() if role != "fit"}
+    scores = resolved.protocol.evaluate(method, splits, batch_size=req.batch_size, progress=req.progress)
+    hib = {m.name: m.higher_is_better for m in spec.metric_specs(resolved.protocol.options)}
+    return metric_records(scores, context=context, higher_is_better=hib)
+
+
+def _context(req: RunRequest, resolved: Resolved, run_id: str, git: Mapping[str, Any], date: str) -> dict:
+    spec = resolved.protocol.spec
+    return {"method": req.method, "protocol": spec.name, "protocol_version": spec.version,
+            "dataset": spec.dataset, "seed": req.seed, "run_id": run_id,
+            "num_parts": int(getattr(resolved.method_config, "num_parts", 0)), "preset": req.preset,
+            "git_hash": git_label(git), "date": date}
+
+
+def run(req: RunRequest) -> Path:
+    resolved = resolve(req)
+    spec = resolved.protocol.spec
+    fit_split = resolved.dataset.split(spec.splits["fit"], limit=req.limit)
+    run_dir = new_run_dir(Path(req.out), spec.name, req.method, req.seed)
+    handler = _setup_logging(run_dir)
+    try:
+        write_json(run_dir / "config.json", {
+            "method": req.method, "preset": req.preset, "method_config": to_jsonable(resolved.method_config),
+            "protocol": to_jsonable(dataclasses.asdict(spec)), "protocol_options": resolved.protocol.options,
+            "dataset": resolved.dataset.describe(), "request": to_jsonable(dataclasses.asdict(req)),
+            "argv": sys.argv})
+        env = env_info()
+        write_json(run_dir / "env.json", env)
+        stats = StatsLog(run_dir / "stats.jsonl")
+        log.info("run %s: method=%s preset=%s protocol=%s seed=%d", run_dir, req.method, req.preset,
+                 spec.name, req.seed)
+        seed_everything(req.seed)
+        method = resolved.method_cls(resolved.method_config)
+        t0 = time.perf_counter()
+        method.fit(fit_split.fit_images(), workdir=run_dir, seed=req.seed)
+        stats.write(phase="fit_done", fit_seconds=time.perf_counter() - t0, n_fit=len(fit_split))
+        method.save(run_dir / FINAL_CHECKPOINT)
+        t0 = time.perf_counter()
+        context = _context(req, resolved, run_dir.name, env["git"], utc_now().date().isoformat())
+        records = score(method, resolved, req, context)
+        stats.write(phase="eval_done", eval_seconds=time.perf_counter() - t0)
+        write_json(run_dir / "metrics.json", records)
+        test_split = resolved.dataset.split(spec.splits["test"], limit=req.limit)
+        figures.save_run_figures(method, test_split, run_dir / "figures", seed=req.seed)
+        log.info("metrics: %s", {r["metric"]: r["value"] for r in records})
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    return run_dir
+
+
+def rescore(run_dir: Path, data_root: str | None = None, progress: bool = True) -> list[dict]:
+    """Re-evaluate a finished run from ``checkpoints/final`` with the recorded settings."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir} is not a run directory (no config.json)")
+    config = read_json(run_dir / "config.json")
+    recorded = config["request"]
+    req = RunRequest(**{**recorded, "overrides": recorded["overrides"], "options": recorded["options"],
+                        "data_root": data_root if data_root is not None else recorded["data_root"],
+                        "progress": progress})
+    resolved = resolve(req)
+    method = resolved.method_cls.load(run_dir / FINAL_CHECKPOINT)
+    original = {r["metric"]: r for r in read_json(run_dir / "metrics.json")} \
+        if (run_dir / "metrics.json").exists() else {}
+    first = next(iter(original.values()), {})
+    context = _context(req, resolved, run_dir.name, git_state(), first.get("date", utc_now().date().isoformat()))
+    context["git_hash"] = first.get("git_hash", context["git_hash"])
+    records = score(method, resolved, req, context)
+    write_json(run_dir / "metrics_rescored.json", records)
+    return records

@@ -1,0 +1,15 @@
+"""Method plugins. Registering a method is one line here (lazy: nothing is imported).
+
+Outside packages register through the ``segbench.methods`` entry-point group, e.g. in
+their pyproject.toml::
+
+    [project.entry-points."segbench.methods"]
+    my_method = "my_package.module:MyMethod"
+"""
+from benchmark.registry import Registry
+
+METHODS = Registry("method", entry_point_group="segbench.methods")
+METHODS.add("centre_prior", "methods.baselines:CentrePrior",
+            "image-independent part layout around the image centre (mean-shape floor)")
+METHODS.add("dummy", "methods.baselines:Dummy",
+            "random part probabilities; exercises the whole pipeline")

@@ -1,0 +1,147 @@
+"""The interface every segmentation method implements.
+
+A method receives unlabelled images for ``fit`` (structurally: ``FitImages`` yields image
+tensors and nothing else) and returns per-pixel part probabilities from ``predict``.
+Everything derived from those probabilities (part centres, foreground, keypoints) is the
+protocol's job, never the method's.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import torch
+
+from benchmark.config import PRESET_NAMES, dumps, from_jsonable, resolve_config
+
+PARTS = "parts"
+SAMPLES = "samples"
+PROB_SUM_ATOL = 1e-3
+
+
+class PredictionError(ValueError):
+    """A method returned something that breaks the Predictions contract."""
+
+
+@dataclass
+class Predictions:
+    """``part_probs``: float ``[B, K+1, H, W]`` softmax probabilities, channel 0 = background."""
+
+    part_probs: torch.Tensor
+
+    @property
+    def num_parts(self) -> int:
+        return self.part_probs.shape[1] - 1
+
+    def validate(self, images: torch.Tensor) -> "Predictions":
+        p = self.part_probs
+        b, _, h, w = images.shape
+        if not isinstance(p, torch.Tensor) or p.dim() != 4:
+            raise PredictionError(f"part_probs must be a 4-d tensor, got {type(p).__name__} "
+                                  f"{tuple(getattr(p, 'shape', ()))}")
+        if p.shape[0] != b or p.shape[2:] != (h, w):
+            raise PredictionError(f"part_probs shape {tuple(p.shape)} does not match images "
+                                  f"{tuple(images.shape)} (need [B, K+1, H, W] at input resolution)")
+        if p.shape[1] < 2:
+            raise PredictionError("part_probs needs a background channel and at least one part")
+        if not p.is_floating_point() or not torch.isfinite(p).all():
+            raise PredictionError("part_probs must be finite floats")
+        if p.min() < -1e-6 or p.max() > 1 + 1e-6:
+            raise PredictionError("part_probs must lie in [0, 1]")
+        sums = p.sum(dim=1)
+        if (sums - 1).abs().max() > PROB_SUM_ATOL:
+            raise PredictionError("part_probs must sum to 1 over the channel dimension")
+        return self
+
+
+def validate_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a float tensor [B,3,H,W], got {tuple(getattr(images, 'shape', ()))}")
+    if images.dtype != torch.float32:
+        raise ValueError(f"images must be float32, got {images.dtype}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError("images must lie in [0, 1]")
+
+
+class Method(ABC):
+    """Base class of every method plugin.
+
+    Subclasses set ``Config`` (a frozen dataclass whose defaults are the paper's values and
+    which has a ``num_parts`` field), ``PRESETS`` (``paper``/``quick``/``smoke`` field
+    overrides) and ``produces``; they implement ``fit`` and ``_predict`` and, when they
+    produce samples, ``_sample``. Learned state goes through ``state_dict`` /
+    ``load_state_dict`` as plain tensors so checkpoints load with ``weights_only=True``.
+    """
+
+    Config: ClassVar[type]
+    PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]]
+    produces: ClassVar[frozenset[str]] = frozenset({PARTS})
+    # Foreground-only methods fix K (=1); others take K from the protocol unless --set.
+    fixed_num_parts: ClassVar[int | None] = None
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    # ----- configuration -------------------------------------------------------------
+    @classmethod
+    def config_for(cls, preset: str = "paper", overrides: Mapping[str, Any] = {}) -> Any:
+        missing = [p for p in PRESET_NAMES if p not in cls.PRESETS]
+        if missing:
+            raise TypeError(f"{cls.__name__}.PRESETS lacks {missing}")
+        return resolve_config(cls.Config, cls.PRESETS, preset, overrides)
+
+    @property
+    def num_parts(self) -> int:
+        return int(self.config.num_parts)
+
+    # ----- training and inference ----------------------------------------------------
+    @abstractmethod
+    def fit(self, train_images: torch.utils.data.Dataset, *, workdir: Path, seed: int) -> None:
+        """Unsupervised training on images only (each item a float [3,H,W] tensor in [0,1])."""
+
+    @abstractmethod
+    def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Return part probabilities [B, K+1, H, W] for images [B, 3, H, W] in [0, 1]."""
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> Predictions:
+        validate_images(images)
+        return Predictions(self._predict(images)).validate(images)
+
+    def _sample(self, n: int, seed: int) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} does not generate samples")
+
+    @torch.no_grad()
+    def sample(self, n: int, *, seed: int) -> torch.Tensor:
+        """``n`` generated images as uint8 [n, 3, H, W]."""
+        if SAMPLES not in self.produces:
+            raise NotImplementedError(f"{type(self).__name__} does not produce samples")
+        out = self._sample(n, seed)
+        if out.dtype != torch.uint8 or out.dim() != 4 or out.shape[:2] != (n, 3):
+            raise PredictionError(f"sample() must return uint8 [n,3,H,W], got {out.dtype} {tuple(out.shape)}")
+        return out
+
+    # ----- persistence ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} has no state but got keys {sorted(state)}")
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "method_config.json").write_text(dumps(self.config) + "\n")
+        torch.save(self.state_dict(), directory / "state.pt")
+
+    @classmethod
+    def load(cls, directory: Path) -> "Method":
+        directory = Path(directory)
+        config = from_jsonable(cls.Config, json.loads((directory / "method_config.json").read_text()))
+        method = cls(config)
+        method.load_state_dict(torch.load(directory / "state.pt", map_location="cpu", weights_only=True))
+        return method
