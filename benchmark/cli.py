@@ -1,4 +1,4 @@
-"""``python -m benchmark``: ls, run, eval, tables, bench-data.
+"""``python -m benchmark``: ls, run, eval, tables, prepare, bench-data.
 
 Only the registries (plain strings) are imported at start-up, so ``ls`` answers without
 importing torch; the heavy modules are imported inside the commands that need them.
@@ -52,6 +52,11 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.resume:
+        from benchmark.runner import resume
+        return _report_run(resume(Path(args.resume), data_root=args.data_root, progress=not args.no_progress))
+    if not (args.method and args.protocol):
+        raise UserError("run needs --method and --protocol (or --resume RUN_DIR)")
     # Check the names first: a typo should cost milliseconds, not a torch import.
     _registry("methods").entry(args.method)
     _registry("protocols").entry(args.protocol)
@@ -68,7 +73,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"protocol {req.protocol} v{resolved.protocol.spec.version}, options "
               f"{resolved.protocol.options}, dataset {resolved.dataset.describe()}")
         return 0
-    run_dir = run(req)
+    return _report_run(run(req))
+
+
+def _report_run(run_dir: Path) -> int:
     from benchmark.records import read_json
     print(f"run directory: {run_dir}")
     print(format_metrics(read_json(run_dir / "metrics.json")))
@@ -93,6 +101,16 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    _registry("datasets").entry(args.dataset)  # a typo costs milliseconds, not a torch import
+    from benchmark.prepare import default_workers, prepare_dataset
+
+    prepare_dataset(args.dataset, args.data_root, image_size=args.image_size, splits=args.split or None,
+                    force=args.force, workers=args.workers or default_workers(), verify_only=args.verify_only,
+                    progress=not args.no_progress)
+    return 0
+
+
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from datasets.synthetic_parts import measure_throughput
 
@@ -111,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("run", help="fit a method, score it on a protocol, write a run directory")
-    p.add_argument("--method", required=True)
-    p.add_argument("--protocol", required=True)
+    p.add_argument("--method")
+    p.add_argument("--protocol")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None,
+                   help="continue an interrupted run in its directory with its recorded settings")
     p.add_argument("--preset", default="paper", help="paper (default), quick or smoke")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -139,6 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/tables")
     p.add_argument("--show", action="store_true", help="print the main table")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("prepare", help="verify a copy of an official dataset and build its resized cache")
+    p.add_argument("dataset")
+    p.add_argument("--data-root", default=None, help="the dataset folder or its parent ($SEGBENCH_DATA)")
+    p.add_argument("--image-size", type=int, default=None, help="cache resolution (default: the protocols')")
+    p.add_argument("--split", action="append", default=[], help="cache only this split (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="decode threads (default: min(8, CPUs))")
+    p.add_argument("--force", action="store_true", help="rebuild the cache even when it matches")
+    p.add_argument("--verify-only", action="store_true", help="check presence, counts and decodes; write nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("bench-data", help="images/s of the synthetic data generator")
     p.add_argument("--resolution", type=int, nargs="+", default=[32, 64, 128])

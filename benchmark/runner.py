@@ -102,23 +102,28 @@ def _context(req: RunRequest, resolved: Resolved, run_id: str, git: Mapping[str,
             "git_hash": git_label(git), "date": date}
 
 
-def run(req: RunRequest) -> Path:
+def run(req: RunRequest, resume_dir: Path | None = None) -> Path:
+    """Fit, save, score and record. With ``resume_dir`` the run continues in that directory:
+    ``fit`` is called again there and the method picks up its own training checkpoint."""
     resolved = resolve(req)
     spec = resolved.protocol.spec
     fit_split = resolved.dataset.split(spec.splits["fit"], limit=req.limit)
-    run_dir = new_run_dir(Path(req.out), spec.name, req.method, req.seed)
+    run_dir = Path(resume_dir) if resume_dir else new_run_dir(Path(req.out), spec.name, req.method, req.seed)
     handler = _setup_logging(run_dir)
     try:
-        write_json(run_dir / "config.json", {
-            "method": req.method, "preset": req.preset, "method_config": to_jsonable(resolved.method_config),
-            "protocol": to_jsonable(dataclasses.asdict(spec)), "protocol_options": resolved.protocol.options,
-            "dataset": resolved.dataset.describe(), "request": to_jsonable(dataclasses.asdict(req)),
-            "argv": sys.argv})
+        if not resume_dir:  # a resumed run keeps the config it was started with
+            write_json(run_dir / "config.json", {
+                "method": req.method, "preset": req.preset, "method_config": to_jsonable(resolved.method_config),
+                "protocol": to_jsonable(dataclasses.asdict(spec)), "protocol_options": resolved.protocol.options,
+                "dataset": resolved.dataset.describe(), "request": to_jsonable(dataclasses.asdict(req)),
+                "argv": sys.argv})
         env = env_info()
         write_json(run_dir / "env.json", env)
         stats = StatsLog(run_dir / "stats.jsonl")
-        log.info("run %s: method=%s preset=%s protocol=%s seed=%d", run_dir, req.method, req.preset,
-                 spec.name, req.seed)
+        if resume_dir:
+            stats.write(phase="resumed", argv=sys.argv)
+        log.info("%s %s: method=%s preset=%s protocol=%s seed=%d", "resume" if resume_dir else "run", run_dir,
+                 req.method, req.preset, spec.name, req.seed)
         seed_everything(req.seed)
         method = resolved.method_cls(resolved.method_config)
         t0 = time.perf_counter()
@@ -130,7 +135,7 @@ def run(req: RunRequest) -> Path:
         records = score(method, resolved, req, context)
         stats.write(phase="eval_done", eval_seconds=time.perf_counter() - t0)
         write_json(run_dir / "metrics.json", records)
-        test_split = resolved.dataset.split(spec.splits["test"], limit=req.limit)
+        test_split = resolved.dataset.split(spec.splits[spec.scored_role], limit=req.limit)
         figures.save_run_figures(method, test_split, run_dir / "figures", seed=req.seed)
         log.info("metrics: %s", {r["metric"]: r["value"] for r in records})
     finally:
@@ -139,16 +144,25 @@ def run(req: RunRequest) -> Path:
     return run_dir
 
 
-def rescore(run_dir: Path, data_root: str | None = None, progress: bool = True) -> list[dict]:
-    """Re-evaluate a finished run from ``checkpoints/final`` with the recorded settings."""
+def recorded_request(run_dir: Path, data_root: str | None = None, progress: bool = True) -> RunRequest:
+    """The request a run directory was started with (``--data-root`` may point elsewhere now)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise UserError(f"{run_dir} is not a run directory (no config.json)")
-    config = read_json(run_dir / "config.json")
-    recorded = config["request"]
-    req = RunRequest(**{**recorded, "overrides": recorded["overrides"], "options": recorded["options"],
-                        "data_root": data_root if data_root is not None else recorded["data_root"],
-                        "progress": progress})
+    recorded = read_json(run_dir / "config.json")["request"]
+    return RunRequest(**{**recorded, "data_root": data_root if data_root is not None else recorded["data_root"],
+                         "progress": progress})
+
+
+def resume(run_dir: Path, data_root: str | None = None, progress: bool = True) -> Path:
+    """Continue an interrupted run in place, with the settings it was started with."""
+    return run(recorded_request(run_dir, data_root, progress), resume_dir=Path(run_dir))
+
+
+def rescore(run_dir: Path, data_root: str | None = None, progress: bool = True) -> list[dict]:
+    """Re-evaluate a finished run from ``checkpoints/final`` with the recorded settings."""
+    run_dir = Path(run_dir)
+    req = recorded_request(run_dir, data_root, progress)
     resolved = resolve(req)
     method = resolved.method_cls.load(run_dir / FINAL_CHECKPOINT)
     original = {r["metric"]: r for r in read_json(run_dir / "metrics.json")} \

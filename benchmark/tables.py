@@ -14,6 +14,14 @@ import pandas as pd
 # Columns of results/paper/*.csv: one row per number printed in a paper.
 PAPER_COLUMNS = ("paper", "table", "citation", "method_as_printed", "method", "protocol", "metric",
                  "num_parts", "value", "note")
+# Optional columns and their value when a CSV lacks them. ``setting`` is free text (``"Wild (K=8)"``,
+# ``"ablation: n_per=3"``); ``implemented`` says whether our registries have the protocol and metric.
+OPTIONAL_PAPER_COLUMNS = {"setting": "", "implemented": False}
+# Rows whose setting starts with one of these are listed in paper_vs_ours but not joined with our runs:
+# ablations and numbers a paper copies from another would otherwise pair with the same runs as the
+# paper's main number. Hyperparameter rows are not results and are left out of paper_vs_ours.
+UNJOINED_SETTING_PREFIXES = ("ablation", "copied")
+UNLISTED_SETTING_PREFIXES = ("hyperparameter",)
 GROUP_KEYS = ["protocol", "protocol_version", "metric", "split", "higher_is_better", "method", "preset",
               "num_parts"]
 
@@ -44,7 +52,9 @@ def load_paper(paper_dir: Path) -> pd.DataFrame:
     missing = set(PAPER_COLUMNS) - set(paper.columns)
     if missing:
         raise ValueError(f"paper CSVs lack columns {sorted(missing)}")
-    return paper[list(PAPER_COLUMNS)]
+    for column, default in OPTIONAL_PAPER_COLUMNS.items():
+        paper[column] = paper[column].fillna(default) if column in paper.columns else default
+    return paper[list(PAPER_COLUMNS) + list(OPTIONAL_PAPER_COLUMNS)]
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -70,22 +80,31 @@ def pivot_ours(agg: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_vs_ours(agg: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Outer join on (method, protocol, metric, K): paper value, ours mean ± std, Δ = ours - paper."""
+    """Outer join on (method, protocol, metric, K): paper value, ours mean ± std, Δ = ours - paper.
+
+    Only rows of a paper's main setting are joined (see UNJOINED_SETTING_PREFIXES); the others
+    are listed with their setting and empty ``ours`` columns.
+    """
     ours = agg.rename(columns={"mean": "ours_mean", "std": "ours_std"})
     ours = ours[["method", "protocol", "metric", "num_parts", "preset", "ours_mean", "ours_std", "n_seeds"]]
     ours = ours.astype({"num_parts": "Int64"})
     theirs = paper.rename(columns={"value": "paper_value"})
-    theirs = theirs.assign(method=theirs["method"].fillna("").astype(str))
-    joined = theirs.merge(ours, on=["method", "protocol", "metric", "num_parts"], how="outer")
+    theirs = theirs.assign(method=theirs["method"].fillna("").astype(str),
+                           setting=theirs.get("setting", pd.Series("", index=theirs.index)).fillna("").astype(str))
+    theirs = theirs[~theirs["setting"].str.startswith(UNLISTED_SETTING_PREFIXES)]
+    unjoined = theirs["setting"].str.startswith(UNJOINED_SETTING_PREFIXES)
+    joined = theirs[~unjoined].merge(ours, on=["method", "protocol", "metric", "num_parts"], how="outer")
+    if unjoined.any():
+        joined = pd.concat([joined, theirs[unjoined]], ignore_index=True)
     joined["delta"] = joined["ours_mean"] - joined["paper_value"]
-    for col in ("citation", "method_as_printed", "note", "preset", "method"):
+    for col in ("citation", "method_as_printed", "note", "preset", "method", "setting"):
         joined[col] = joined[col].fillna("")
     joined["display_method"] = joined["method_as_printed"].where(joined["method_as_printed"] != "",
                                                                  joined["method"])
-    columns = ["protocol", "metric", "num_parts", "display_method", "method", "preset", "citation",
+    columns = ["protocol", "metric", "num_parts", "display_method", "method", "preset", "citation", "setting",
                "paper_value", "ours_mean", "ours_std", "n_seeds", "delta", "note"]
     joined = joined[columns].sort_values(["protocol", "metric", "num_parts", "display_method", "preset",
-                                          "citation"], na_position="last")
+                                          "citation", "setting"], na_position="last")
     return joined.reset_index(drop=True)
 
 

@@ -4,3 +4,21 @@ from benchmark.registry import Registry
 PROTOCOLS = Registry("protocol", entry_point_group="segbench.protocols")
 PROTOCOLS.add("synthetic_parts", "protocols.synthetic_parts:SyntheticPartsProtocol",
               "landmark error, foreground IoU and Hungarian part mIoU on synthetic_parts")
+PROTOCOLS.add("cub_photos_fid", "protocols.fid:CubPhotosFid",
+              "FID of generated samples vs the 5,902 real CUB photos (offline TF-Inception)")
+PROTOCOLS.add("pascal_s", "protocols.pascal_s:PascalSProtocol",
+              "saliency accuracy / IoU / max F-beta and foreground IoU on 850 PASCAL-S images")
+PROTOCOLS.add("faces_wild", "protocols.faces_wild:FacesWildProtocol",
+              "wild-CelebA landmark regression (K=8) on 3,462 real faces, identity-disjoint test")
+PROTOCOLS.add("celeba_wild", "protocols.celeba:CelebAWildProtocol",
+              "GANSeg Tab.1 wild CelebA landmark regression error (K=8; K=4 via --set num_parts=4)")
+PROTOCOLS.add("celeba_aligned", "protocols.celeba:CelebAAlignedProtocol",
+              "GANSeg Tab.1 aligned CelebA landmark regression error (K=10)")
+PROTOCOLS.add("cub_fg", "protocols.foreground:CubForegroundProtocol",
+              "GANSeg Tab.2 CUB foreground IoU (K=8; --option iou=ganseg|redo|melas)")
+PROTOCOLS.add("flowers_fg", "protocols.foreground:FlowersForegroundProtocol",
+              "GANSeg Tab.2 Flowers foreground IoU (K=8; --option iou=ganseg|redo|melas)")
+PROTOCOLS.add("cub_kp", "protocols.cub_kp:CubKeypointProtocol",
+              "GANSeg Sec.4.4 CUB keypoints (Lorenz protocol): error / image edge (K=8)")
+PROTOCOLS.add("taichi", "protocols.taichi:TaichiProtocol",
+              "GANSeg Tab.3 Taichi keypoint MAE (sum of 36 per-axis MAEs) and foreground IoU (K=10)")

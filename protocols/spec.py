@@ -37,6 +37,13 @@ class ProtocolSpec:
     # option name -> allowed values; the first value is the default.
     options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dataset_options: Mapping[str, Any] = field(default_factory=dict)
+    # Options for a cheap end-to-end check (e.g. FID on 100 samples); the conformance suite uses them.
+    smoke_options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def scored_role(self) -> str:
+        """The split role the metrics are computed on ("test", or e.g. FID's "reference")."""
+        return "test" if "test" in self.splits else next(r for r in self.splits if r != "fit")
 
     def resolve_options(self, given: Mapping[str, str]) -> dict[str, str]:
         resolved = {name: values[0] for name, values in self.options.items()}

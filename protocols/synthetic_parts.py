@@ -13,9 +13,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from protocols.evaluation import for_each_batch
+from protocols.landmark_eval import landmark_error
 from protocols.metrics.iou import foreground_from_probs, iou_per_image
-from protocols.metrics.landmarks import REGRESSION_VARIANTS, features_for_variant, landmark_regression_error
+from protocols.metrics.landmarks import REGRESSION_VARIANTS
 from protocols.metrics.parts import confusion_matrix, hungarian_part_miou
 from protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
@@ -46,37 +46,20 @@ class SyntheticPartsProtocol(Protocol):
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
                  progress: bool = True) -> list[dict[str, Any]]:
         variant = self.options["regression"]
-        fit = {"features": [], "landmarks": []}
-
-        def update_fit(batch, probs):
-            fit["features"].append(features_for_variant(probs, variant))
-            fit["landmarks"].append(batch["landmarks"])
-
-        for_each_batch(method, splits["regression_fit"], batch_size, progress, "regression_fit", update_fit)
-
-        test: dict[str, list] = {"features": [], "landmarks": [], "ref": [], "visible": [], "iou": []}
+        ious: list[np.ndarray] = []
         confusion = np.zeros((method.num_parts + 1, NUM_TRUE_PARTS + 1), np.int64)
 
-        def update_test(batch, probs):
+        def score_parts(batch, probs):
             nonlocal confusion
-            test["features"].append(features_for_variant(probs, variant))
-            test["landmarks"].append(batch["landmarks"])
-            test["ref"].append(batch["ref_length"])
-            test["visible"].append(batch["landmark_visible"])
-            test["iou"].append(iou_per_image(foreground_from_probs(probs), batch["fg_mask"]))
+            ious.append(iou_per_image(foreground_from_probs(probs), batch["fg_mask"]))
             confusion = confusion + confusion_matrix(probs.argmax(1), batch["part_labels"],
                                                      method.num_parts + 1, NUM_TRUE_PARTS + 1)
 
-        n_test = for_each_batch(method, splits["test"], batch_size, progress, "test", update_test)
-        image_size = splits["test"].image(0).shape[:2]
-        landmarks = np.concatenate(test["landmarks"])
-        error = landmark_regression_error(
-            np.concatenate(fit["features"]), np.concatenate(fit["landmarks"]),
-            np.concatenate(test["features"]), landmarks, np.concatenate(test["ref"]), variant,
-            test_visible=np.concatenate(test["visible"]), image_size=image_size)
+        error, n_test = landmark_error(method, splits, variant, batch_size=batch_size, progress=progress,
+                                       on_test_batch=score_parts)
         return [
             {"metric": f"landmark_err_{variant}_pct", "split": "test", "value": error, "n_eval": n_test},
-            {"metric": "fg_iou_per_image_mean", "split": "test", "value": float(np.concatenate(test["iou"]).mean()),
+            {"metric": "fg_iou_per_image_mean", "split": "test", "value": float(np.concatenate(ious).mean()),
              "n_eval": n_test},
             {"metric": "part_miou_hungarian", "split": "test", "value": hungarian_part_miou(confusion)["miou"],
              "n_eval": n_test},

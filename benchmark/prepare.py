@@ -1,0 +1,62 @@
+"""``python -m benchmark prepare DATASET --data-root DIR``: check a user's copy of an official
+dataset (presence, counts per split against the documented sizes, a few decodes) and build the
+resized cache its loader then reads. Re-running it is a no-op unless ``--force``."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Sequence
+
+from benchmark.errors import UserError
+
+
+def prepare_dataset(name: str, data_root: str | None, *, image_size: int | None = None,
+                    splits: Sequence[str] | None = None, force: bool = False, workers: int = 1,
+                    verify_only: bool = False, progress: bool = True,
+                    echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Verify, then cache; prints a summary through ``echo`` and returns both reports."""
+    from datasets import DATASETS
+    from datasets.paths import resolve_data_root
+    from datasets.realformat import CountMismatchWarning, RealFormatDataset
+
+    cls = DATASETS.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, RealFormatDataset)):
+        raise UserError(f"{name} is not read from an official layout, nothing to prepare "
+                        "(prepare is for celeba_wild, celeba_aligned and the other official-format datasets)")
+    root = resolve_data_root(data_root, name)
+    size = image_size or cls.DEFAULT_IMAGE_SIZE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CountMismatchWarning)  # the table below shows the counts
+        dataset = cls(root=root, image_size=size)
+        verified = dataset.verify()
+    echo(f"{name}: {verified['base']} (cache at {size}px)")
+    echo(f"  {'split':<16} {'found':>9} {'expected':>9}")
+    mismatched = []
+    for split, row in verified["splits"].items():
+        flag = "" if row["count_ok"] else "  <- differs from the documented size"
+        if row.get("unit"):  # a split counted in other units than images (Taichi: videos)
+            flag = f"  ({row['unit']}; {row.get('frames', '?'):,} frames){flag}"
+        if not row["count_ok"]:
+            mismatched.append(split)
+        echo(f"  {split:<16} {row['found']:>9,} {row['expected']:>9,}{flag}")
+    echo(f"  decoded {verified['decoded']} images (first, middle, last of each split): ok")
+    if mismatched:
+        echo(f"warning: {name} split(s) {', '.join(mismatched)} differ from the documented sizes "
+             "(incomplete copy or different list files?)")
+    prepared: dict[str, Any] = {}
+    if not verify_only:
+        prepared = dataset.prepare(splits, force=force, workers=workers, progress=progress)
+        for split, row in prepared.items():
+            if row["action"] == "up to date":
+                echo(f"  cache {split}: up to date, nothing to do ({row['count']:,} images, {row['path']})")
+            else:
+                echo(f"  cache {split}: wrote {row['count']:,} images in {row['seconds']:.1f} s -> {row['path']}")
+        if all(row["action"] == "up to date" for row in prepared.values()):
+            echo("nothing to do: the cache already matches (use --force to rebuild)")
+    return {"verify": verified, "prepare": prepared}
+
+
+def default_workers() -> int:
+    """Decode threads for ``prepare`` (PIL releases the GIL while decoding and resizing)."""
+    import os
+    return max(1, min(8, os.cpu_count() or 1))
+

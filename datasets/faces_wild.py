@@ -1,0 +1,81 @@
+"""``faces_wild``: 3,462 in-the-wild face photos (YouTube Faces frames) with five MAFL-style
+landmarks, from ``../shared/data/faces_wild68`` (see its README).
+
+Only one split ships, so we make an identity-disjoint one: an identity (file name without the
+trailing ``_<nn>``) is a test identity when SHA-1(identity) mod 5 == 0. That is deterministic,
+independent of file order, and puts 65 of 347 identities (642 images, 18.5 %) in ``test``; the
+other 2,820 images form ``fit`` (method training AND landmark-regression fit, like MAFL training
+in the wild-CelebA protocol). Images are resized whole to ``image_size`` (aspect not kept) and the
+landmarks scaled with them, as GANSeg's wild-CelebA preprocessing does.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.errors import DataNotFoundError
+from datasets.base import Dataset, SplitInfo
+from datasets.image_files import ImageFileSplit
+
+SUBDIR = "faces_wild68"
+LANDMARK_FILE = "landmarks5.csv"
+LANDMARK_NAMES = ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")  # MAFL order
+TEST_MODULUS = 5  # 1 in 5 identities (by hash) is a test identity
+LAYOUT = (f"<data-root>/{SUBDIR}/{LANDMARK_FILE} (split,file,width,height,lefteye_x,...,rightmouth_y) "
+          f"and <data-root>/{SUBDIR}/images/train/<Identity>_<nn>.jpg")
+SOURCE = "frames of YouTube Faces (Wolf et al. 2011) with 68-point landmarks, as in ../shared/data/README.md"
+
+
+def identity_of(file_name: str) -> str:
+    return re.sub(r"_\d+$", "", Path(file_name).stem)
+
+
+def is_test_identity(identity: str) -> bool:
+    return int(hashlib.sha1(identity.encode("utf-8")).hexdigest(), 16) % TEST_MODULUS == 0
+
+
+def require_root(root: Path | None, subdir: str, files: tuple[str, ...], layout: str, source: str) -> Path:
+    """``<root>/<subdir>`` with ``files`` present, or one clear DataNotFoundError."""
+    if root is None:
+        raise DataNotFoundError(f"no data root: pass --data-root DIR or set $SEGBENCH_DATA; expected {layout}; "
+                                f"source: {source}")
+    base = Path(root) / subdir
+    for name in files:
+        if not (base / name).exists():
+            raise DataNotFoundError(f"missing {base / name}; expected {layout}; source: {source}")
+    return base
+
+
+class FacesWild(Dataset):
+    SPLITS = {
+        "fit": SplitInfo("fit", 2820, "method training and landmark-regression fit (282 identities)"),
+        "test": SplitInfo("test", 642, "held-out identities (65 of 347)"),
+    }
+
+    def __init__(self, root: Path | None = None, image_size: int = 128, **options: Any) -> None:
+        super().__init__(root, image_size, **options)
+        self.base = require_root(root, SUBDIR, (LANDMARK_FILE, "images/train"), LAYOUT, SOURCE)
+        with open(self.base / LANDMARK_FILE, newline="") as fh:
+            self.rows = list(csv.DictReader(fh))
+        coords = [f"{n}_{a}" for n in LANDMARK_NAMES for a in "xy"]
+        self.landmarks = np.array([[float(r[c]) for c in coords] for r in self.rows], np.float32).reshape(-1, 5, 2)
+        self.sizes = np.array([[float(r["width"]), float(r["height"])] for r in self.rows], np.float32)
+        self.is_test = np.array([is_test_identity(identity_of(r["file"])) for r in self.rows])
+
+    def _split(self, name: str) -> ImageFileSplit:
+        rows = np.flatnonzero(self.is_test == (name == "test"))
+        scale = self.image_size / self.sizes  # per image (sx, sy)
+
+        def annotate(i: int) -> dict[str, Any]:
+            r = rows[i]
+            points = self.landmarks[r] * scale[r]
+            return {"landmarks": points, "landmark_visible": np.ones(len(points), bool),
+                    "ref_length": np.float32(np.linalg.norm(points[0] - points[1]))}
+
+        paths = [self.base / self.rows[r]["file"] for r in rows]
+        return ImageFileSplit(name, paths, self.image_size, annotate, root=self.base)

@@ -1,0 +1,136 @@
+"""Readers of the official annotation lists (CelebA, CUB, MAFL ...): an image name a line, or
+``name`` + numbers per line with optional header lines. A truncated or malformed file fails
+with its path and line number, never silently. Re-exported by ``datasets.realformat``."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from benchmark.errors import UserError
+
+FAST_PARSE_ROWS = 20_000  # list files at least this long are tokenised by pandas
+
+
+class DataFormatError(UserError):
+    """A dataset file is present but unusable (truncated list, malformed line, corrupt image)."""
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def read_name_list(path: Path) -> list[str]:
+    """First token of every non-empty line (MAFL lists: one image name a line, last newline
+    optional). A leading line holding only a row count is checked against the rows found."""
+    names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    if any(len(name.split()) > 1 for name in names):  # extra columns: keep the first
+        names = [name.split()[0] for name in names]
+    declared = None
+    if names and names[0].isdigit():
+        declared = int(names[0])
+        names = names[1:]
+    if declared is not None and declared != len(names):
+        raise DataFormatError(f"{path} declares {declared} names but has {len(names)} (truncated?)")
+    return names
+
+
+@dataclass
+class Table:
+    """Rows ``name v1 .. vn`` of an annotation list, in file order."""
+
+    path: Path
+    names: list[str]
+    values: np.ndarray  # float64 [N, ncols]
+    _index: dict[str, int] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {name: i for i, name in enumerate(self.names)}
+        return self._index
+
+    def rows(self, names: Sequence[str]) -> np.ndarray:
+        """Values for ``names`` in that order; a name without a row fails naming it."""
+        index = self.index()
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise DataFormatError(f"{self.path} has no row for {missing[0]} ({len(missing)} of {len(names)} "
+                                  f"requested images missing; truncated or wrong file?)")
+        return self.values[[index[n] for n in names]]
+
+
+def read_table(path: Path, ncols: int) -> Table:
+    """Parse ``name`` + ``ncols`` numbers per line (whitespace separated).
+
+    Tolerated before the rows (CelebA's two header lines): a line holding only the row count
+    (then checked against the rows found) and a column-name line (a non-data line whose first
+    token has no "." — data rows start with a file name). Anything else that is not a data row
+    fails with the path and line number.
+    """
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    numbered = [i for i, line in enumerate(lines) if line.strip()]
+    start, declared = 0, None
+    for _ in range(2):  # at most a count line and a column-name line
+        if start >= len(numbered):
+            break
+        tokens = lines[numbered[start]].split()
+        if declared is None and start == 0 and len(tokens) == 1 and tokens[0].isdigit():
+            declared, start = int(tokens[0]), start + 1
+        elif not _is_data_row(tokens, ncols) and "." not in tokens[0]:
+            start += 1
+        else:
+            break
+    rows = numbered[start:]
+    parsed = _parse_rows_fast(lines, rows, ncols) if len(rows) >= FAST_PARSE_ROWS else None
+    names, values = parsed if parsed is not None else _parse_rows_strict(path, lines, rows, ncols)
+    if declared is not None and declared != len(rows):
+        raise DataFormatError(f"{path} declares {declared} rows but has {len(rows)} (truncated?)")
+    return Table(path, names, values)
+
+
+def _parse_rows_strict(path: Path, lines: list[str], rows: list[int], ncols: int) -> tuple[list[str], np.ndarray]:
+    """Line by line; the first bad line fails with its number."""
+    names, values = [], []
+    for lineno in rows:
+        tokens = lines[lineno].split()
+        if len(tokens) != ncols + 1:
+            raise DataFormatError(f"{path}:{lineno + 1}: expected a name and {ncols} numbers, got "
+                                  f"{len(tokens)} fields (truncated or wrong file?)")
+        if not all(_is_number(t) for t in tokens[1:]):
+            raise DataFormatError(f"{path}:{lineno + 1}: non-numeric value in {lines[lineno].strip()[:60]!r}")
+        names.append(tokens[0])
+        values.append([float(t) for t in tokens[1:]])
+    return names, np.array(values, np.float64).reshape(len(rows), ncols)
+
+
+def _parse_rows_fast(lines: list[str], rows: list[int], ncols: int) -> tuple[list[str], np.ndarray] | None:
+    """pandas' C tokenizer (~5x faster on CelebA's 202,599-row lists); None on any anomaly, so
+    that the strict parser finds and names the bad line."""
+    import pandas as pd  # imported here: only long lists need it
+
+    try:
+        frame = pd.read_csv(io.StringIO("\n".join(lines[i] for i in rows)), sep=r"\s+", header=None,
+                            dtype={0: str}, engine="c")
+    except (ValueError, pd.errors.ParserError):
+        return None
+    if frame.shape != (len(rows), ncols + 1):
+        return None
+    values = frame.iloc[:, 1:]
+    if not all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes) or values.isna().to_numpy().any():
+        return None
+    return frame[0].astype(str).tolist(), values.to_numpy(np.float64)
+
+
+def _is_data_row(tokens: list[str], ncols: int) -> bool:
+    return len(tokens) == ncols + 1 and all(_is_number(t) for t in tokens[1:])

@@ -1,0 +1,52 @@
+"""``pascal_s``: the 850 PASCAL-S salient-object images (Li et al., CVPR 2014) from
+``../shared/data/pascal_s`` (see its README).
+
+Masks are graded (share of 12 annotators); the binary ground truth is mask >= 128 (at least 6 of
+12 annotators). ``image(i)`` is the whole image resized to ``image_size``; ``full_image(i)`` and
+the annotation ``fg_mask_full`` (bool, stored resolution) let protocols build the crop/resize
+view of each foreground-IoU variant. There is one split, ``all``: an unsupervised method may fit
+on the same images it is scored on (no labels are used), which the protocol record says.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmark.errors import UserError
+from datasets.base import Dataset, SplitInfo
+from datasets.faces_wild import require_root
+from datasets.image_files import ImageFileSplit
+
+SUBDIR = "pascal_s"
+MASK_THRESHOLD = 128  # >= 6 of 12 annotators
+LAYOUT = f"<data-root>/{SUBDIR}/manifest.csv (id,image,mask,width,height), images/<id>.jpg, masks/<id>.png"
+SOURCE = "PASCAL-S (Li, Hou, Koch, Rehg, Yuille, CVPR 2014), as in ../shared/data/README.md"
+
+
+def binary_mask(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L")) >= MASK_THRESHOLD
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot decode mask {path}: {exc}") from None
+
+
+class PascalS(Dataset):
+    SPLITS = {"all": SplitInfo("all", 850, "all images: unsupervised fitting and scoring")}
+
+    def __init__(self, root: Path | None = None, image_size: int = 128, **options: Any) -> None:
+        super().__init__(root, image_size, **options)
+        self.base = require_root(root, SUBDIR, ("manifest.csv", "images", "masks"), LAYOUT, SOURCE)
+        with open(self.base / "manifest.csv", newline="") as fh:
+            self.rows = list(csv.DictReader(fh))
+
+    def _split(self, name: str) -> ImageFileSplit:
+        def annotate(i: int) -> dict[str, Any]:
+            return {"fg_mask_full": binary_mask(self.base / self.rows[i]["mask"])}
+
+        return ImageFileSplit(name, [self.base / r["image"] for r in self.rows], self.image_size, annotate,
+                              root=self.base)

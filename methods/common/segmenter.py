@@ -1,0 +1,343 @@
+"""A supervised segmenter trained on streamed (image, label) pairs, with exact resume.
+
+Used by GANSeg (torchvision DeepLabV3-ResNet50, 0.5 cross-entropy + 0.5 soft Dice, Adam 3e-4,
+10k steps of batch 64 at 128 px; REFERENCE.md §2) and by the latent-direction method (the
+UNet of Melas-Kyriazi et al., cross-entropy, Adam 1e-3 with x0.2 decay at 8k steps; §3).
+
+Every architecture takes images mapped from [0,1] to [-1,1] at ``image_size`` (GANSeg's
+input range) and returns logits at that size; ``segment`` resizes real images to it and the
+logits back to the input resolution.
+
+A method keeps the trained segmenter in its own ``state_dict`` as ``model.state_dict()`` (plain
+tensors) and rebuilds it with ``build_segmenter(config, num_classes, load_pretrained=False)``
+followed by ``load_state_dict``. For ``fit`` resume, pass
+``checkpoint_dir=workdir / "checkpoints" / "training" / <subfolder>`` to ``train_segmenter``.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.errors import UserError
+from benchmark.records import StatsLog
+from methods.common.pairs import PairSource, check_pairs
+from methods.common.unet import UNet
+
+ARCHS = ("deeplabv3_resnet50", "unet", "small_unet")
+# torchvision's ImageNet ResNet50 files; IMAGENET1K_V1 (0676ba61) is what `pretrained=True` gave
+# when GANSeg was written, so it is preferred when both are cached.
+RESNET50_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")
+CHECKPOINT_NAME = "segmenter_training.pt"
+CHECKPOINT_FORMAT = 1
+PAIR_SEED_OFFSET = 7919  # the pair stream's generator is seeded apart from the model-init RNG
+# Fields that may change between a run and its resumption (they do not change the result).
+RESUMABLE_FIELDS = ("steps", "checkpoint_every", "log_every")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    arch: Literal["deeplabv3_resnet50", "unet", "small_unet"] = "deeplabv3_resnet50"
+    steps: int = 10_000
+    batch_size: int = 64
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    loss: Literal["ce_dice", "ce"] = "ce_dice"  # GANSeg: 0.5 CE + 0.5 soft Dice over K+1 channels
+    ce_weight: float = 0.5  # weights of the "ce_dice" loss (GANSeg: 0.5 / 0.5)
+    dice_weight: float = 0.5
+    dice_smooth: float = 1.0  # additive smoothing s of the soft Dice ratio (see soft_dice_loss)
+    lr_decay_at: int = 0  # 0 = constant lr; Melas: x0.2 at 8k steps
+    lr_decay_factor: float = 0.2
+    image_size: int = 128  # segmenter input size; predictions are resized back
+    unet_width: int = 64  # "unet": first width w (w-2w-4w-8w-8w; Melas 64-128-256-512-512)
+    unet_levels: int = 5
+    small_unet_width: int = 16  # "small_unet": the same UNet, narrower and shallower, for CPU presets
+    small_unet_levels: int = 4  # 16-32-64-64
+    pretrained_backbone: Literal["auto", "none"] = "auto"  # ImageNet ResNet50 from the torch cache if present
+    checkpoint_every: int = 500  # training checkpoint every N steps (0 = only at the end)
+    log_every: int = 25  # stats.jsonl row every N steps
+
+
+# ----------------------------------------------------------------------------- models
+
+def find_imagenet_resnet50() -> Path | None:
+    """The cached torchvision ImageNet ResNet50 file under ``torch.hub.get_dir()/checkpoints``, or None."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    for name in RESNET50_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    others = sorted(folder.glob("resnet50-*.pth")) if folder.is_dir() else []
+    return others[0] if others else None
+
+
+def _load_resnet50_backbone(backbone: nn.Module, path: Path) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # classifier is not in the backbone
+        backbone.load_state_dict(state, strict=True)
+    except Exception as exc:  # a corrupt or foreign file in the cache is the user's to fix
+        raise UserError(f"{path} is not a torchvision ResNet50 state dict ({type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:200]}); remove it or set pretrained_backbone=none") from exc
+
+
+def build_segmenter(config: SegmenterConfig, num_classes: int, *,
+                    load_pretrained: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the segmenter for ``num_classes`` (K+1) classes; never downloads anything.
+
+    Returns ``(model, info)``; info has ``arch``, ``num_classes``, ``params`` and
+    ``backbone_weights`` (``"imagenet:<path>"`` or ``"random_init"``; ``"not_applicable"``
+    for the UNets). ``load_pretrained=False`` skips reading the ImageNet file, for callers
+    that load a full trained state dict right after.
+    """
+    if num_classes < 2:
+        raise UserError(f"a segmenter needs at least 2 classes (background + 1), got {num_classes}")
+    if config.arch == "deeplabv3_resnet50":
+        from torchvision.models.segmentation import deeplabv3_resnet50
+        model = deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False,
+                                   num_classes=num_classes)
+        backbone = "random_init"
+        path = find_imagenet_resnet50() if config.pretrained_backbone == "auto" else None
+        if path is not None:
+            backbone = f"imagenet:{path}"
+            if load_pretrained:
+                _load_resnet50_backbone(model.backbone, path)
+    elif config.arch == "unet":
+        model, backbone = UNet(num_classes, width=config.unet_width, levels=config.unet_levels), "not_applicable"
+    elif config.arch == "small_unet":
+        model = UNet(num_classes, width=config.small_unet_width, levels=config.small_unet_levels)
+        backbone = "not_applicable"
+    else:
+        raise UserError(f"unknown segmenter arch {config.arch!r}; choose one of {', '.join(ARCHS)}")
+    info = {"arch": config.arch, "num_classes": num_classes, "backbone_weights": backbone,
+            "params": sum(p.numel() for p in model.parameters())}
+    return model, info
+
+
+def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits ``[B,C,h,w]``; torchvision segmentation models return a dict with ``"out"``."""
+    out = model(x)
+    return out["out"] if isinstance(out, dict) else out
+
+
+def model_input(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """[0,1] images at any size -> [-1,1] at ``image_size`` (antialiased bilinear resize)."""
+    if images.shape[-2:] != (image_size, image_size):
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
+                               align_corners=False, antialias=True)
+    return images * 2 - 1
+
+
+def _resize_labels(labels: torch.Tensor, image_size: int) -> torch.Tensor:
+    if labels.shape[-2:] == (image_size, image_size):
+        return labels
+    return F.interpolate(labels[:, None].float(), size=(image_size, image_size), mode="nearest")[:, 0].long()
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def segment(model: nn.Module, images: torch.Tensor, config: SegmenterConfig) -> torch.Tensor:
+    """images ``[B,3,H,W]`` in [0,1] -> softmax probabilities ``[B,C,H,W]`` at the input resolution.
+
+    Resizes to ``config.image_size``, maps to [-1,1], runs the model in eval mode without
+    gradients, upsamples the logits bilinearly to ``H x W`` and takes the softmax there.
+    The result is on the images' device.
+    """
+    device = next(model.parameters()).device
+    with torch.no_grad(), _eval_mode(model):
+        logits = model_logits(model, model_input(images.to(device), config.image_size))
+        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.softmax(dim=1).to(images.device)
+
+
+# ----------------------------------------------------------------------------- losses
+
+def soft_dice_loss(probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft Dice loss over all C channels, background included.
+
+    With p = softmax probabilities ``[B,C,H,W]``, y = one-hot labels and sums over the batch
+    and all pixels per channel c::
+
+        dice_c = (2 * sum(p_c * y_c) + s) / (sum(p_c) + sum(y_c) + s)
+        loss   = 1 - (1/C) * sum_c dice_c
+
+    It is 0 for a perfect one-hot prediction whatever s is; s (``dice_smooth``) keeps a class
+    absent from the batch from dominating the loss (its dice_c tends to 1 as its p_c -> 0).
+    """
+    num_classes = probs.shape[1]
+    onehot = F.one_hot(labels, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    dice = (2 * inter + smooth) / (probs.sum(dims) + onehot.sum(dims) + smooth)
+    return 1 - dice.mean()
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor,
+                      config: SegmenterConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """``ce``: cross-entropy; ``ce_dice``: ce_weight * CE + dice_weight * soft Dice (GANSeg 0.5/0.5)."""
+    ce = F.cross_entropy(logits, labels)
+    if config.loss == "ce":
+        return ce, {"ce": ce}
+    if config.loss == "ce_dice":
+        dice = soft_dice_loss(logits.softmax(dim=1), labels, config.dice_smooth)
+        return config.ce_weight * ce + config.dice_weight * dice, {"ce": ce, "dice": dice}
+    raise UserError(f"unknown segmenter loss {config.loss!r}; choose ce or ce_dice")
+
+
+def lr_at(config: SegmenterConfig, step: int) -> float:
+    """Step decay: ``lr`` before ``lr_decay_at`` (0 = never), ``lr * lr_decay_factor`` from it on."""
+    if config.lr_decay_at and step >= config.lr_decay_at:
+        return config.lr * config.lr_decay_factor
+    return config.lr
+
+
+# ----------------------------------------------------------------------------- training
+
+def _check_config(config: SegmenterConfig) -> None:
+    if config.batch_size < 2:  # training-mode BatchNorm (and DeepLab's pooled ASPP branch) fail on 1
+        raise UserError(f"segmenter batch_size must be >= 2 (BatchNorm in training), got {config.batch_size}")
+    for name in ("steps", "checkpoint_every", "lr_decay_at"):
+        if getattr(config, name) < 0:
+            raise UserError(f"segmenter {name} must be >= 0, got {getattr(config, name)}")
+    if config.log_every < 1 or config.image_size < 16:
+        raise UserError("segmenter log_every must be >= 1 and image_size >= 16")
+
+
+def _config_dict(config: SegmenterConfig) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+
+
+def _check_resume(state: dict[str, Any], config: SegmenterConfig, num_classes: int, seed: int,
+                  path: Path) -> None:
+    now = _config_dict(config)
+    changed = [k for k in now if k not in RESUMABLE_FIELDS and state["config"].get(k) != now[k]]
+    changed += [name for name, old, new in (("num_classes", state["num_classes"], num_classes),
+                                            ("seed", state["seed"], seed)) if old != new]
+    if changed:
+        raise UserError(f"{path} was written by a different segmenter run (changed: {', '.join(changed)}); "
+                        "delete it or restore those settings")
+    if state["step"] > config.steps:
+        raise UserError(f"{path} is at step {state['step']}, past the configured {config.steps} steps")
+
+
+def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, stats: StatsLog | None = None,
+                    progress: bool = True, checkpoint_dir: Path | None = None,
+                    device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Train a segmenter with Adam on pairs streamed from ``source``; returns (model in eval mode, info).
+
+    The model is initialised from the global torch RNG seeded with ``seed`` and the pairs are
+    drawn from a ``torch.Generator`` seeded with ``seed + PAIR_SEED_OFFSET``; both run inside
+    ``torch.random.fork_rng``, so the caller's RNG state is left untouched. Every
+    ``log_every`` steps a ``phase="segmenter"`` row (loss terms, lr, training-batch pixel
+    accuracy, it/s, share of time spent drawing pairs) goes to ``stats``. With
+    ``checkpoint_dir``, a checkpoint (model, optimiser, step, both RNG states) is written every
+    ``checkpoint_every`` steps and at the end; if one is there at the start, training continues
+    from it and ends bit-identical (on CPU) to an uninterrupted run.
+    """
+    from tqdm import tqdm
+
+    _check_config(config)
+    device = torch.device(device)
+    num_classes = int(source.num_classes)
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    state = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.is_file() else None
+    if state is not None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{path}: unknown segmenter checkpoint format {state.get('format')!r}; delete it")
+        _check_resume(state, config, num_classes, seed, path)
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.manual_seed(seed)
+        model, info = build_segmenter(config, num_classes, load_pretrained=state is None)
+        model.to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas))
+        pair_rng = torch.Generator().manual_seed(seed + PAIR_SEED_OFFSET)
+        step = 0
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            pair_rng.set_state(state["pair_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if cuda and "cuda_rng" in state:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            step = int(state["step"])
+            info["backbone_weights"] = state["info"]["backbone_weights"]
+        start_step, t_start = step, time.perf_counter()
+        info.update(seed=seed, resumed_from_step=start_step if state is not None else None)
+
+        def save() -> None:
+            payload = {"format": CHECKPOINT_FORMAT, "step": step, "seed": seed, "num_classes": num_classes,
+                       "config": _config_dict(config), "info": {"backbone_weights": info["backbone_weights"]},
+                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "pair_rng": pair_rng.get_state(), "torch_rng": torch.get_rng_state()}
+            if cuda:
+                payload["cuda_rng"] = torch.cuda.get_rng_state(device)
+            _save_checkpoint(path, payload)
+
+        model.train()
+        last: dict[str, float] = {}
+        window_t0, window_steps, pair_seconds = time.perf_counter(), 0, 0.0
+        bar = tqdm(total=config.steps, initial=step, desc=f"segmenter ({config.arch})", disable=not progress,
+                   dynamic_ncols=True)
+        while step < config.steps:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                images, labels = source.pairs(config.batch_size, pair_rng)
+            check_pairs(images, labels, num_classes, config.batch_size)
+            pair_seconds += time.perf_counter() - t0
+            x = model_input(images.to(device), config.image_size)
+            y = _resize_labels(labels.to(device), config.image_size)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, step)
+            logits = model_logits(model, x)
+            loss, terms = segmentation_loss(logits, y, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            window_steps += 1
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                elapsed = time.perf_counter() - window_t0
+                last = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+                if not all(math.isfinite(v) for v in last.values()):
+                    raise FloatingPointError(f"segmenter loss is not finite at step {step}: {last}")
+                last["pixel_acc"] = (logits.detach().argmax(1) == y).float().mean().item()
+                row = {"phase": "segmenter", "step": step, **last, "lr": lr_at(config, step - 1),
+                       "it_s": window_steps / elapsed, "pair_time_frac": pair_seconds / elapsed}
+                if stats is not None:
+                    stats.write(**row)
+                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['pixel_acc']:.3f}")
+                window_t0, window_steps, pair_seconds = time.perf_counter(), 0, 0.0
+            if path is not None and ((config.checkpoint_every and step % config.checkpoint_every == 0)
+                                     or step == config.steps):
+                save()
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    info.update(steps=step, steps_this_call=step - start_step, train_seconds=round(seconds, 3),
+                it_s=(step - start_step) / seconds if step > start_step and seconds > 0 else None,
+                final=last or None)
+    return model.eval(), info

@@ -1,0 +1,183 @@
+"""The real-image datasets and protocols on ../shared/data: faces_wild, pascal_s, cub_photos(_fid)."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmark.errors import DataNotFoundError
+from tests.conftest import SHARED_DATA, requires_shared_data
+
+
+# ----------------------------------------------------------------------------- faces_wild
+@requires_shared_data("faces_wild68")
+def test_faces_wild_split_is_identity_disjoint_with_documented_sizes():
+    from datasets.faces_wild import FacesWild, identity_of
+
+    data = FacesWild(SHARED_DATA)
+    fit, test = data.split("fit"), data.split("test")
+    assert (len(fit), len(test)) == (data.SPLITS["fit"].expected_size, data.SPLITS["test"].expected_size)
+    assert len(fit) + len(test) == 3462
+    fit_ids = {identity_of(p.name) for p in fit.paths}
+    test_ids = {identity_of(p.name) for p in test.paths}
+    assert not fit_ids & test_ids
+    assert len(test_ids) == 65 and len(fit_ids) == 282
+
+
+@requires_shared_data("faces_wild68")
+def test_faces_wild_landmarks_scale_with_the_whole_image_resize():
+    from datasets.faces_wild import FacesWild
+
+    data = FacesWild(SHARED_DATA, image_size=128)
+    split = data.split("fit")
+    row = next(r for r in csv.DictReader(open(SHARED_DATA / "faces_wild68" / "landmarks5.csv"))
+               if SHARED_DATA / "faces_wild68" / r["file"] == split.paths[0])
+    sx, sy = 128 / float(row["width"]), 128 / float(row["height"])
+    ann = split.annotation(0)
+    # Hand-computed from the CSV row: x scales by 128/width, y by 128/height.
+    assert ann["landmarks"][2] == pytest.approx([float(row["nose_x"]) * sx, float(row["nose_y"]) * sy], rel=1e-6)
+    eye_gap = math.hypot((float(row["lefteye_x"]) - float(row["righteye_x"])) * sx,
+                         (float(row["lefteye_y"]) - float(row["righteye_y"])) * sy)
+    assert ann["ref_length"] == pytest.approx(eye_gap, rel=1e-5)
+    assert split.image(0).shape == (128, 128, 3) and split.image(0).dtype == np.uint8
+
+
+def test_missing_root_names_the_file_layout_and_source(tmp_path):
+    from datasets.faces_wild import FacesWild
+    from datasets.pascal_s import PascalS
+
+    with pytest.raises(DataNotFoundError, match=r"landmarks5\.csv.*expected.*source"):
+        FacesWild(tmp_path)
+    with pytest.raises(DataNotFoundError, match=r"manifest\.csv"):
+        PascalS(tmp_path)
+    with pytest.raises(DataNotFoundError, match="--data-root"):
+        FacesWild(None)
+
+
+# ----------------------------------------------------------------------------- pascal_s
+def test_pascal_mask_rule_is_at_least_128(tmp_path):
+    from datasets.pascal_s import binary_mask
+
+    values = np.array([[0, 127, 128, 255]], np.uint8)
+    Image.fromarray(values).save(tmp_path / "m.png")
+    assert binary_mask(tmp_path / "m.png").tolist() == [[False, False, True, True]]
+
+
+@requires_shared_data("pascal_s")
+def test_pascal_s_has_850_images_with_full_resolution_masks():
+    from datasets.pascal_s import PascalS
+
+    split = PascalS(SHARED_DATA).split("all")
+    assert len(split) == 850
+    mask = split.annotation(3)["fg_mask_full"]
+    assert mask.dtype == bool and mask.shape == split.full_image(3).shape[:2]
+    assert split.image(3).shape == (128, 128, 3)
+
+
+def test_pascal_protocol_scores_a_perfect_and_an_inverted_method():
+    """On a 2-image fake split: a method that predicts the GT exactly scores 1 on every metric;
+    predicting the complement scores 0 IoU (golden values)."""
+    from protocols.pascal_s import PascalSProtocol
+
+    gts = [np.zeros((40, 60), bool), np.zeros((50, 50), bool)]
+    gts[0][10:30, 20:40] = True
+    gts[1][5:45, 5:25] = True
+
+    class Split:
+        name = "all"
+        def __len__(self): return 2
+        def full_image(self, i): return np.repeat(gts[i][:, :, None] * 255, 3, axis=2).astype(np.uint8)
+        def annotation(self, i): return {"fg_mask_full": gts[i]}
+
+    class Oracle:  # reads the mask back from the (mask-coloured) image it is shown
+        def __init__(self, invert): self.invert = invert
+        def predict(self, images):
+            fg = (images[:, 0] > 0.5).float()
+            fg = 1 - fg if self.invert else fg
+            return type("P", (), {"part_probs": torch.stack([1 - fg, fg], 1)})()
+
+    protocol = PascalSProtocol({"iou": "melas"})
+    perfect = {r["metric"]: r["value"] for r in protocol.evaluate(Oracle(False), {"test": Split()}, progress=False)}
+    assert perfect["saliency_accuracy"] > 0.97 and perfect["saliency_iou"] > 0.9
+    assert perfect["fg_iou_melas"] > 0.9 and perfect["saliency_max_fbeta"] > 0.9
+    inverted = {r["metric"]: r["value"] for r in protocol.evaluate(Oracle(True), {"test": Split()}, progress=False)}
+    assert inverted["saliency_iou"] < 0.05 and inverted["fg_iou_melas"] < 0.05
+
+
+# ----------------------------------------------------------------------------- cub_photos
+@requires_shared_data("cub_birds_5902")
+def test_cub_photos_splits_follow_the_flags():
+    from datasets.cub_photos import CubPhotos
+
+    data = CubPhotos(SHARED_DATA)
+    sizes = {name: len(data.split(name)) for name in ("all", "train", "test")}
+    assert sizes == {"all": 5902, "train": 2903, "test": 2999}
+    assert set(data.split("train").paths).isdisjoint(data.split("test").paths)
+
+
+def test_fid_protocol_plumbing_and_real_statistics_cache(tmp_path, monkeypatch):
+    """With a cheap stand-in feature network: samples identical to the reference give FID ~ 0,
+    shifted samples a large FID; the real statistics are computed once and then read from cache."""
+    import protocols.inception as inception
+    from protocols.fid import CubPhotosFid
+
+    monkeypatch.setenv("SEGBENCH_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    projection = rng.normal(size=(3 * 8 * 8, 16))
+    calls = {"n": 0}
+
+    def features(images_uint8, **_):
+        calls["n"] += len(images_uint8)
+        small = torch.nn.functional.adaptive_avg_pool2d(images_uint8.double(), 8)
+        return small.reshape(len(small), -1).numpy() @ projection
+
+    monkeypatch.setattr(inception, "inception_features", features)
+    images = rng.integers(0, 256, size=(100, 16, 16, 3), dtype=np.uint8)
+
+    class Split:
+        name = "all"
+        def __len__(self): return 100
+        def image(self, i): return images[i]
+
+    class Generator:
+        def __init__(self, shift): self.shift, self.cursor = shift, 0
+        def sample(self, n, seed):
+            out = torch.from_numpy(images[self.cursor:self.cursor + n]).permute(0, 3, 1, 2)
+            self.cursor += n
+            return (out.int() // self.shift).to(torch.uint8) if self.shift > 1 else out.contiguous()
+
+    protocol = CubPhotosFid({"n_generated": "100"})
+    same = protocol.evaluate(Generator(1), {"reference": Split()}, batch_size=32, progress=False)
+    assert same[0]["metric"] == "fid100" and abs(same[0]["value"]) < 1e-6
+    assert calls["n"] == 200  # real side once + generated side once
+    darker = protocol.evaluate(Generator(4), {"reference": Split()}, batch_size=32, progress=False)
+    assert darker[0]["value"] > 100
+    assert calls["n"] == 300  # the real statistics came from the cache
+    assert len(list((tmp_path / "fid_stats").glob("*.npz"))) == 1
+
+
+# ----------------------------------------------------------------------------- end to end
+@requires_shared_data("faces_wild68")
+def test_centre_prior_on_faces_wild_end_to_end(cli, tmp_path):
+    result = cli("run", "--method", "centre_prior", "--protocol", "faces_wild", "--limit", "64",
+                 "--option", "regression=scops", "--out", str(tmp_path), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "faces_wild" / "centre_prior").iterdir()
+    records = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["metric"] for r in records] == ["landmark_err_scops_pct"]
+    assert 5 < records[0]["value"] < 100 and records[0]["num_parts"] == 8
+
+
+@requires_shared_data("pascal_s")
+def test_centre_prior_on_pascal_s_end_to_end(cli, tmp_path):
+    result = cli("run", "--method", "centre_prior", "--protocol", "pascal_s", "--limit", "24",
+                 "--out", str(tmp_path), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "pascal_s" / "centre_prior").iterdir()
+    metrics = {r["metric"]: r["value"] for r in json.loads((run_dir / "metrics.json").read_text())}
+    assert set(metrics) == {"saliency_accuracy", "saliency_iou", "saliency_max_fbeta", "fg_iou_ganseg"}
+    assert all(0 < v < 1 for v in metrics.values())
