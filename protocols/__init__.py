@@ -22,3 +22,6 @@ PROTOCOLS.add("cub_kp", "protocols.cub_kp:CubKeypointProtocol",
               "GANSeg Sec.4.4 CUB keypoints (Lorenz protocol): error / image edge (K=8)")
 PROTOCOLS.add("taichi", "protocols.taichi:TaichiProtocol",
               "GANSeg Tab.3 Taichi keypoint MAE (sum of 36 per-axis MAEs) and foreground IoU (K=10)")
+for _dataset in ("celeba_wild", "cub", "flowers", "taichi"):
+    PROTOCOLS.add(f"fid_{_dataset}", f"protocols.fid:{''.join(p.title() for p in _dataset.split('_'))}Fid",
+                  f"FID of samples vs the {_dataset} GAN-training images (GANSeg supp. §C: fid50k)")

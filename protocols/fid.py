@@ -100,3 +100,32 @@ class CubPhotosFid(FidProtocol):
         options={"n_generated": N_GENERATED_CHOICES},
         smoke_options={"n_generated": "100"},
     )
+
+
+def _training_set_fid(name: str, dataset: str, table: str, num_parts: int = 8) -> ProtocolSpec:
+    """GANSeg supp. §C: 50,000 samples against the dataset's GAN-training images."""
+    return ProtocolSpec(
+        name=name, version="1", reproduces=table, dataset=dataset,
+        splits={"fit": "train", "reference": "train"}, image_size=128, needs=frozenset({"samples"}),
+        num_parts=num_parts,
+        metrics=(MetricSpec("fid{n_generated}", False, "train", "",
+                            "FID of n generated images vs the GAN-training images (the name says n)"),),
+        options={"n_generated": ("50k",) + tuple(c for c in N_GENERATED_CHOICES if c != "50k")},
+        smoke_options={"n_generated": "100"},
+    )
+
+
+class CelebaWildFid(FidProtocol):
+    spec = _training_set_fid("fid_celeba_wild", "celeba_wild", "GANSeg supp. §C FID, wild CelebA")
+
+
+class CubFid(FidProtocol):
+    spec = _training_set_fid("fid_cub", "cub", "GANSeg supp. §C FID, CUB")
+
+
+class FlowersFid(FidProtocol):
+    spec = _training_set_fid("fid_flowers", "flowers", "GANSeg supp. §C FID, Flowers")
+
+
+class TaichiFid(FidProtocol):
+    spec = _training_set_fid("fid_taichi", "taichi", "GANSeg supp. §C FID, Taichi", num_parts=10)
