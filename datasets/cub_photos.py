@@ -42,7 +42,7 @@ class CubPhotos(Dataset):
 
     def __init__(self, root: Path | None = None, image_size: int = 128, **options: Any) -> None:
         super().__init__(root, image_size, **options)
-        self.base = require_root(root, SUBDIR, ("images.txt", "train_test_split.txt", "images"), LAYOUT, SOURCE)
+        self.base = require_root(root, SUBDIR, ("images.txt", "train_test_split.txt", "images/"), LAYOUT, SOURCE)
         self.paths = dict(read_comma_list(self.base / "images.txt"))
         self.is_train = {i: flag == "1" for i, flag in read_comma_list(self.base / "train_test_split.txt")}
 

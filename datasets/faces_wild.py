@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.errors import DataNotFoundError
 from datasets.base import Dataset, SplitInfo
 from datasets.image_files import ImageFileSplit
+from datasets.realformat import locate, require
 
 SUBDIR = "faces_wild68"
 LANDMARK_FILE = "landmarks5.csv"
@@ -40,14 +40,11 @@ def is_test_identity(identity: str) -> bool:
 
 
 def require_root(root: Path | None, subdir: str, files: tuple[str, ...], layout: str, source: str) -> Path:
-    """``<root>/<subdir>`` with ``files`` present, or one clear DataNotFoundError."""
-    if root is None:
-        raise DataNotFoundError(f"no data root: pass --data-root DIR or set $SEGBENCH_DATA; expected {layout}; "
-                                f"source: {source}")
-    base = Path(root) / subdir
-    for name in files:
-        if not (base / name).exists():
-            raise DataNotFoundError(f"missing {base / name}; expected {layout}; source: {source}")
+    """The dataset folder (``root`` itself or ``root/<subdir>``) with every one of ``files``
+    present (a trailing "/" = a folder), or one DataNotFoundError naming what is missing."""
+    base = locate(root, subdir, (subdir,), files[0], layout, source)
+    for name in files[1:]:
+        require(base, name, layout, source)
     return base
 
 
@@ -59,7 +56,7 @@ class FacesWild(Dataset):
 
     def __init__(self, root: Path | None = None, image_size: int = 128, **options: Any) -> None:
         super().__init__(root, image_size, **options)
-        self.base = require_root(root, SUBDIR, (LANDMARK_FILE, "images/train"), LAYOUT, SOURCE)
+        self.base = require_root(root, SUBDIR, (LANDMARK_FILE, "images/train/"), LAYOUT, SOURCE)
         with open(self.base / LANDMARK_FILE, newline="") as fh:
             self.rows = list(csv.DictReader(fh))
         coords = [f"{n}_{a}" for n in LANDMARK_NAMES for a in "xy"]

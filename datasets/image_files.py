@@ -9,19 +9,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from benchmark.errors import UserError
+from benchmark.errors import DataNotFoundError
 from datasets.base import Split
+from datasets.list_files import DataFormatError
 
 Annotate = Callable[[int], dict[str, Any]]  # index -> annotation at the split's image_size
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """uint8 [H, W, 3] at the stored size; a file that does not decode is named in the error."""
+def decode_rgb(path: Path) -> np.ndarray:
+    """uint8 [H, W, 3] as stored; a missing or undecodable file fails naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"missing image {path}")
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot decode image {path}: {exc}") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataFormatError(f"corrupt image {path}: {exc}") from None
 
 
 def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
@@ -44,7 +48,7 @@ class ImageFileSplit(Split):
         self._root = root
 
     def full_image(self, index: int) -> np.ndarray:
-        return read_rgb(self.paths[index])
+        return decode_rgb(self.paths[index])
 
     def image(self, index: int) -> np.ndarray:
         return resize_rgb(self.full_image(index), self.image_size)

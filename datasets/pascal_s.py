@@ -40,7 +40,7 @@ class PascalS(Dataset):
 
     def __init__(self, root: Path | None = None, image_size: int = 128, **options: Any) -> None:
         super().__init__(root, image_size, **options)
-        self.base = require_root(root, SUBDIR, ("manifest.csv", "images", "masks"), LAYOUT, SOURCE)
+        self.base = require_root(root, SUBDIR, ("manifest.csv", "images/", "masks/"), LAYOUT, SOURCE)
         with open(self.base / "manifest.csv", newline="") as fh:
             self.rows = list(csv.DictReader(fh))
 

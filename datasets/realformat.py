@@ -32,7 +32,7 @@ from PIL import Image
 
 from benchmark.errors import DataNotFoundError, UserError
 from datasets.base import Dataset, FitImages, Split
-from datasets.image_files import resize_rgb
+from datasets.image_files import decode_rgb, resize_rgb  # noqa: F401 (decode_rgb re-exported)
 from datasets.list_files import (DataFormatError, Table, read_name_list,  # noqa: F401 (re-exported)
                                  read_table)
 from datasets.resized_cache import CACHE_DIRNAME, ResizedCache, keys_digest  # noqa: F401 (re-exported)
@@ -103,18 +103,6 @@ def check_count(what: str, found: int, expected: int) -> bool:
 
 
 # --------------------------------------------------------------------------- images
-
-def decode_rgb(path: Path) -> np.ndarray:
-    """uint8 [H, W, 3] as stored; a missing or undecodable file fails naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"missing image {path}")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataFormatError(f"corrupt image {path}: {exc}") from None
-
 
 # --------------------------------------------------------------------------- splits and datasets
 
