@@ -13,3 +13,7 @@ METHODS.add("centre_prior", "methods.baselines:CentrePrior",
             "image-independent part layout around the image centre (mean-shape floor)")
 METHODS.add("dummy", "methods.baselines:Dummy",
             "random part probabilities; exercises the whole pipeline")
+METHODS.add("ganseg", "methods.ganseg.method:GANSeg",
+            "He et al. CVPR 2022: hierarchical point->mask->image GAN, segmenter on its pairs")
+METHODS.add("latent_direction", "methods.latent_direction.method:LatentDirection",
+            "Melas-Kyriazi et al. 2022: relighting latent directions of a generator -> masks -> UNet (K=1)")

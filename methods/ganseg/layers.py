@@ -1,0 +1,212 @@
+"""GANSeg building blocks: margin grids, part statistics (eq. 1), heatmaps (eq. 4), relative
+positional encoding (eq. 5), SPADE ResBlocks (supplement §B.2), AdaIN ConvBlocks (§B.3).
+
+Coordinates: a point is (x, y) in [-1, 1]^2, x = column, y = row. The image's pixel (row i,
+column j) at resolution r has its centre at ((2j + 1)/r - 1, (2i + 1)/r - 1); a grid with an
+m-pixel margin extends the same pixel pitch m pixels beyond every border (eq. 12), so a
+margin grid at resolution r spans [-1 - 2m/r, 1 + 2m/r].
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEAK = 0.2  # LeakyReLU slope everywhere, and the kaiming init's `a` (REFERENCE §2)
+
+
+def pixel_centres(resolution: int, margin: int) -> torch.Tensor:
+    """1-D pixel-centre coordinates of a margin grid: ``resolution + 2 * margin`` values."""
+    j = torch.arange(resolution + 2 * margin, dtype=torch.float32) - margin
+    return (2 * j + 1) / resolution - 1
+
+
+def margin_grid(resolution: int, margin: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(xs [1, W], ys [H, 1]) coordinates of the margin grid, broadcastable to [H, W]."""
+    c = pixel_centres(resolution, margin)
+    return c.view(1, -1), c.view(-1, 1)
+
+
+def crop_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
+    return x[..., margin:x.shape[-2] - margin, margin:x.shape[-1] - margin] if margin else x
+
+
+def upsample_and_crop(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """2x bilinear upsample (margin doubles to 2m) then crop back to an m-pixel margin (§3.3).
+
+    With align_corners=False the upsampled pixel centres fall exactly on the finer grid."""
+    return crop_margin(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False), margin)
+
+
+# ----------------------------------------------------------------------------- level 1 / 2 maths
+
+def part_statistics(points: torch.Tensor, n_per: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 1: points [B, K*n_per, 2] (grouped per part) -> centres [B, K, 2], sigma [B, K].
+
+    x_k = mean of the part's n_per points; sigma_k = sqrt(sum_i ||x_k^i - x_k||^2) / (n_per - 1).
+    """
+    b, n, _ = points.shape
+    grouped = points.view(b, n // n_per, n_per, 2)
+    centres = grouped.mean(dim=2)
+    sq = ((grouped - centres[:, :, None]) ** 2).sum(dim=(2, 3))
+    return centres, torch.sqrt(sq + 1e-12) / (n_per - 1)
+
+
+def linear_tau(points: torch.Tensor, n_per: int) -> torch.Tensor:
+    """Width of the code's linear heatmap: mean absolute coordinate offset of the part's points
+    from their centre (mean over points and both axes), [B, K]."""
+    b, n, _ = points.shape
+    grouped = points.view(b, n // n_per, n_per, 2)
+    return (grouped - grouped.mean(dim=2, keepdim=True)).abs().mean(dim=(2, 3))
+
+
+def heatmaps(centres: torch.Tensor, width: torch.Tensor, resolution: int, margin: int,
+             kind: str = "gaussian") -> torch.Tensor:
+    """Per-part heatmaps [B, K, H, W] on the margin grid.
+
+    gaussian (eq. 4): exp(-||p - x_k||^2 / sigma_k^2) (sigma^2, not 2 sigma^2: sharper maps);
+    linear (code): clamp(1 - ||p - x_k|| / tau_k, 0).
+    """
+    xs, ys = margin_grid(resolution, margin)
+    xs, ys = xs.to(centres), ys.to(centres)
+    d2 = (xs - centres[..., 0, None, None]) ** 2 + (ys - centres[..., 1, None, None]) ** 2
+    w = width[..., None, None]
+    if kind == "gaussian":
+        return torch.exp(-d2 / (w ** 2 + 1e-8))
+    if kind == "linear":
+        return torch.clamp(1 - torch.sqrt(d2 + 1e-12) / (w + 1e-6), min=0)
+    raise ValueError(f"unknown heatmap kind {kind!r}")
+
+
+def embed_maps(weights: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """sum_k weights_k(p) w_k: weights [B, K, H, W], embeddings [B, K, D] -> [B, D, H, W]."""
+    return torch.einsum("bkhw,bkd->bdhw", weights, embeddings)
+
+
+class RelativePositionalEncoding(nn.Module):
+    """Eq. 5: [sin(pi FC(d)), cos(pi FC(d))] with d = [p - x_1, ..., p - x_N] at every pixel p.
+
+    Only differences p - x_n enter, so the encoding moves with the points (translation
+    equivariance); absolute coordinates never do. FC is linear, so
+    FC(d)(p) = (sum_n A_n) p - sum_n A_n x_n + b with A_n the 2-column block of point n: the
+    [B, 2N, H, W] difference tensor never has to be built.
+    """
+
+    def __init__(self, num_points: int, out_channels: int) -> None:
+        super().__init__()
+        if out_channels % 2:
+            raise ValueError("out_channels must be even (sin and cos halves)")
+        self.num_points = num_points
+        self.fc = nn.Linear(2 * num_points, out_channels // 2)
+
+    def forward(self, points: torch.Tensor, resolution: int, margin: int) -> torch.Tensor:
+        """points [B, N, 2] -> [B, out_channels, H, W] on the margin grid."""
+        weight = self.fc.weight.view(-1, self.num_points, 2)  # [C, N, (x, y)]
+        slope = weight.sum(dim=1)  # [C, 2]: how FC(d) changes with p
+        offset = self.fc.bias - torch.einsum("cnt,bnt->bc", weight, points)  # [B, C]
+        xs, ys = margin_grid(resolution, margin)
+        xs, ys = xs.to(points), ys.to(points)
+        phase = (slope[:, 0, None, None] * xs + slope[:, 1, None, None] * ys)[None] + offset[..., None, None]
+        phase = math.pi * phase
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+
+    def reference(self, points: torch.Tensor, resolution: int, margin: int) -> torch.Tensor:
+        """The literal eq. 5 (builds the difference tensor); for tests."""
+        xs, ys = margin_grid(resolution, margin)
+        h = w = xs.shape[-1]
+        p = torch.stack(torch.broadcast_tensors(xs, ys), dim=-1).to(points)  # [H, W, 2]
+        d = p[None, :, :, None, :] - points[:, None, None]  # [B, H, W, N, 2]
+        phase = math.pi * self.fc(d.reshape(points.shape[0], h, w, -1))
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1).permute(0, 3, 1, 2)
+
+
+# ----------------------------------------------------------------------------- modules
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int) -> nn.Sequential:
+    """``layers`` linear layers with LeakyReLU between them; every layer its own module."""
+    mods: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers - 1):
+        mods += [nn.Linear(dim, hidden), nn.LeakyReLU(LEAK)]
+        dim = hidden
+    mods.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*mods)
+
+
+class SPADE(nn.Module):
+    """Supplement §B.2: BatchNorm (no affine) of x, then per-pixel (1 + gamma) x_hat + beta with
+    gamma, beta from the style map through a shared 3x3 conv + LeakyReLU and one 3x3 conv each."""
+
+    def __init__(self, channels: int, style_channels: int, hidden: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.shared = nn.Conv2d(style_channels, hidden, kernel, padding=kernel // 2)
+        self.gamma = nn.Conv2d(hidden, channels, kernel, padding=kernel // 2)
+        self.beta = nn.Conv2d(hidden, channels, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.shared(style), LEAK)
+        return (1 + self.gamma(h)) * self.norm(x) + self.beta(h)
+
+
+class SPADEResBlock(nn.Module):
+    """SPADE -> LReLU -> conv3x3 -> SPADE -> LReLU -> conv3x3, plus a shortcut (SPADE + conv
+    when the width changes, identity otherwise)."""
+
+    def __init__(self, in_channels: int, out_channels: int, style_channels: int, hidden: int,
+                 kernel: int = 3) -> None:
+        super().__init__()
+        mid = min(in_channels, out_channels)
+        self.spade1 = SPADE(in_channels, style_channels, hidden, kernel)
+        self.conv1 = nn.Conv2d(in_channels, mid, 3, padding=1)
+        self.spade2 = SPADE(mid, style_channels, hidden, kernel)
+        self.conv2 = nn.Conv2d(mid, out_channels, 3, padding=1)
+        self.learned_shortcut = in_channels != out_channels
+        if self.learned_shortcut:
+            self.spade_s = SPADE(in_channels, style_channels, hidden, kernel)
+            self.conv_s = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.leaky_relu(self.spade1(x, style), LEAK))
+        h = self.conv2(F.leaky_relu(self.spade2(h, style), LEAK))
+        shortcut = self.conv_s(self.spade_s(x, style)) if self.learned_shortcut else x
+        return h + shortcut
+
+
+class AdaIN(nn.Module):
+    """Supplement §B.3: BatchNorm (no affine) of x, then per-channel (1 + gamma) x_hat + beta with
+    gamma, beta from the style vector through FC + LeakyReLU and one FC each."""
+
+    def __init__(self, channels: int, style_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.shared = nn.Linear(style_dim, hidden)
+        self.gamma = nn.Linear(hidden, channels)
+        self.beta = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.shared(style), LEAK)
+        return (1 + self.gamma(h))[..., None, None] * self.norm(x) + self.beta(h)[..., None, None]
+
+
+class AdaINConvBlock(nn.Module):
+    """AdaIN -> LReLU -> conv3x3."""
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.adain = AdaIN(in_channels, style_dim, hidden)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.leaky_relu(self.adain(x, style), LEAK))
+
+
+def kaiming_init(module: nn.Module) -> None:
+    """kaiming-normal (a = 0.2) weights and zero biases for every conv and linear layer."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, a=LEAK)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -1,0 +1,134 @@
+"""GANSeg (He, Wandt, Rhodin, CVPR 2022) as a segbench method.
+
+``fit``: train the hierarchical GAN on the images (``train.train_gan``), then a supervised
+segmenter on image/mask pairs streamed from the frozen generator in eval mode (label = argmax
+over [background, parts]; ``methods.common.segmenter``). ``predict`` runs that segmenter on
+real images. Both stages keep resumable checkpoints under ``workdir/checkpoints``.
+
+For the latent-direction method: ``latent_dim``, ``sample_latent`` and
+``generate_from_latent(z)``. The latent is ``[z_point | z_app | z_bg | n_u]`` (3 x noise_dim + 2,
+all standard normal); the last two entries set the background centre u_bg = erf(n_u / sqrt 2),
+uniform on (-1, 1)^2 (its vertical part ignored with ``generator.bg_shift=horizontal``).
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from benchmark.records import StatsLog, write_json
+from methods.base import PARTS, SAMPLES, Method
+from methods.common.pairs import FunctionPairSource
+from methods.common.segmenter import build_segmenter, segment, train_segmenter
+from methods.ganseg.config import PRESETS, GANSegConfig, validate
+from methods.ganseg.generator import GANSegGenerator
+from methods.ganseg.train import build_networks, resolve_device, train_gan
+
+SEGMENTER_CHECKPOINTS = Path("checkpoints") / "segmenter"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0 = unchanged), restoring the previous setting."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class GANSeg(Method):
+    """Hierarchical point -> mask -> image GAN, then a segmenter trained on its pairs."""
+
+    Config = GANSegConfig
+    PRESETS = PRESETS
+    produces = frozenset({PARTS, SAMPLES})
+
+    def __init__(self, config: GANSegConfig | None = None) -> None:
+        super().__init__(config)
+        validate(self.config)
+        self.generator: GANSegGenerator | None = None
+        self.segmenter: torch.nn.Module | None = None
+        self.fit_info: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- training
+    def fit(self, train_images, *, workdir: Path, seed: int) -> None:
+        with torch_threads(self.config.num_threads):
+            self._fit(train_images, Path(workdir), seed)
+
+    def _fit(self, train_images, workdir: Path, seed: int) -> None:
+        stats = StatsLog(workdir / "stats.jsonl")
+        generator, gan_info = train_gan(self.config, train_images, workdir=workdir, seed=seed, stats=stats)
+        self.generator = generator.eval()
+        source = FunctionPairSource(self.num_parts + 1, self._pairs)
+        self.segmenter, seg_info = train_segmenter(self.config.segmenter, source, seed=seed, stats=stats,
+                                                   progress=True, checkpoint_dir=workdir / SEGMENTER_CHECKPOINTS,
+                                                   device=resolve_device(self.config.device))
+        self.segmenter.cpu().eval()
+        self.generator.cpu()
+        self.fit_info = {"gan": gan_info, "segmenter": seg_info}
+        write_json(workdir / "ganseg_fit_info.json", self.fit_info)
+
+    @torch.no_grad()
+    def _pairs(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generated images in [0,1] and labels argmax([background, parts]) from the frozen generator."""
+        device = next(self.generator.parameters()).device
+        z = self.generator.sample_latent(batch_size, rng).to(device)
+        out = self.generator.eval()(z)
+        images = ((out["images"] + 1) / 2).clamp(0, 1).cpu()
+        return images, out["masks"].argmax(dim=1).cpu()
+
+    # ----------------------------------------------------------------- inference
+    def _require_fitted(self) -> None:
+        if self.generator is None or self.segmenter is None:
+            raise RuntimeError("GANSeg is not fitted: call fit() or load a checkpoint first")
+
+    def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        self._require_fitted()
+        with torch_threads(self.config.num_threads):
+            return segment(self.segmenter, images, self.config.segmenter)
+
+    def _sample(self, n: int, seed: int) -> torch.Tensor:
+        self._require_fitted()
+        z = self.sample_latent(n, torch.Generator().manual_seed(seed))
+        with torch_threads(self.config.num_threads):
+            images, _ = self.generate_from_latent(z)
+        return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+    # ----------------------------------------------------------------- latent interface
+    @property
+    def latent_dim(self) -> int:
+        return 3 * self.config.generator.noise_dim + 2
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n standard-normal latents [n, latent_dim] (CPU)."""
+        return torch.randn(n, self.latent_dim, generator=generator)
+
+    def generate_from_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z [n, latent_dim] -> (images in [-1,1] [n,3,R,R], masks [n,K+1,R,R], channel 0
+        background). Generator in eval mode; gradients flow to z unless the caller disables them."""
+        self._require_fitted()
+        out = self.generator.eval()(z.to(next(self.generator.parameters()).device))
+        return out["images"], out["masks"]
+
+    # ----------------------------------------------------------------- persistence
+    def state_dict(self) -> dict[str, Any]:
+        self._require_fitted()
+        state = {f"generator.{k}": v for k, v in self.generator.state_dict().items()}
+        state.update({f"segmenter.{k}": v for k, v in self.segmenter.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        generator, _ = build_networks(self.config, seed=0, discriminator=False)
+        segmenter, _ = build_segmenter(self.config.segmenter, self.num_parts + 1, load_pretrained=False)
+
+        def part(prefix: str) -> dict[str, Any]:
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+        generator.load_state_dict(part("generator."))
+        segmenter.load_state_dict(part("segmenter."))
+        self.generator, self.segmenter = generator.eval(), segmenter.eval()

@@ -1,0 +1,119 @@
+"""Step 1 of Melas-Kyriazi et al. (§3.1, Eq. 1): a latent direction that relights the foreground.
+
+A unit direction v is optimised so that shifting a code along it keeps the image's edges
+(Sobel consistency term) while brightening the image centre and darkening its border (radial
+term, the photographer's bias). The numbers are REFERENCE §3 (read from the authors' code;
+the paper's appendix quotes lr 0.05 / lambda 5 / 1000 steps instead):
+
+    r_i   ~ clip(N(2, 0.5^2), min 0.1)            one shift per code in the batch
+    x_i   = G(z_i),  x_i' = G(z_i + r_i v)
+    C     = 4 * (rho - mean(rho)),  rho = radius on a [-1, 1]^2 grid
+    loss  = s * 2.0 * mean(gray(x') * C) + 10.0 * MSE(sobel(gray(x')), sobel(gray(x)))
+
+with s = +1 for the light direction v_l (centre brighter) and s = -1 for the dark one v_d.
+Adam lr 5e-3, 300 steps of batch 32, v initialised as randn * 0.1 and renormalised to unit
+length after every step.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R BT.601 luma, as in the reference code
+RADIAL_SCALE = 4.0
+SOBEL_EPS = 1e-6  # inside the square root of the edge magnitude (finite gradient at flat regions)
+
+
+@dataclass(frozen=True)
+class DirectionConfig:
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 5e-3
+    init_scale: float = 0.1  # v0 = randn * 0.1, renormalised after each step
+    shift_mean: float = 2.0  # r ~ N(2, 0.5^2) per code, clipped below at 0.1
+    shift_std: float = 0.5
+    shift_min: float = 0.1
+    radial_weight: float = 2.0  # lambda_c of Eq. 1 (sign flipped for the dark direction)
+    sobel_weight: float = 10.0
+    log_every: int = 10
+
+
+def gray(images: torch.Tensor) -> torch.Tensor:
+    """``[B,3,H,W]`` -> ``[B,H,W]``: 0.2989 R + 0.5870 G + 0.1140 B."""
+    w = images.new_tensor(GRAY_WEIGHTS).view(1, 3, 1, 1)
+    return (images * w).sum(dim=1)
+
+
+def radial_prior(h: int, w: int) -> torch.Tensor:
+    """C = 4 (rho - mean rho) on ``linspace(-1, 1)`` grids: negative in the centre, positive at the border."""
+    ys = torch.linspace(-1, 1, h).view(h, 1)
+    xs = torch.linspace(-1, 1, w).view(1, w)
+    rho = torch.sqrt(xs ** 2 + ys ** 2)
+    return RADIAL_SCALE * (rho - rho.mean())
+
+
+_SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 8  # normalised: |k| sums to 1
+
+
+def sobel_magnitude(gray_images: torch.Tensor, eps: float = SOBEL_EPS) -> torch.Tensor:
+    """Sobel edge magnitude ``sqrt(gx^2 + gy^2 + eps)`` of ``[B,H,W]``, kernels divided by 8,
+    replicate padding (the convention of ``kornia.filters.sobel``)."""
+    x = F.pad(gray_images[:, None], (1, 1, 1, 1), mode="replicate")
+    kernels = torch.stack([_SOBEL_X, _SOBEL_X.t()])[:, None].to(x)
+    g = F.conv2d(x, kernels)
+    return torch.sqrt(g[:, 0] ** 2 + g[:, 1] ** 2 + eps)
+
+
+def direction_loss(images: torch.Tensor, shifted: torch.Tensor, sign: float,
+                   cfg: DirectionConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 1 on generator outputs in [-1, 1]: ``sign * radial_weight * radial + sobel_weight * sobel``."""
+    g0, g1 = gray(images), gray(shifted)
+    radial = (g1 * radial_prior(*g1.shape[-2:]).to(g1)).mean()
+    sobel = F.mse_loss(sobel_magnitude(g1), sobel_magnitude(g0))
+    loss = sign * cfg.radial_weight * radial + cfg.sobel_weight * sobel
+    return loss, {"radial": radial.item(), "sobel": sobel.item()}
+
+
+def sample_shifts(n: int, cfg: DirectionConfig, rng: torch.Generator) -> torch.Tensor:
+    """``r ~ clip(N(shift_mean, shift_std^2), min shift_min)``, one per code."""
+    return (cfg.shift_mean + cfg.shift_std * torch.randn(n, generator=rng)).clamp(min=cfg.shift_min)
+
+
+def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, seed: int,
+                       log: Callable[[dict[str, Any]], None] | None = None) -> tuple[torch.Tensor, list[float]]:
+    """Optimise one unit direction for ``generator`` (a GeneratorAdapter); returns (v, loss per step).
+
+    ``sign`` = +1 gives v_l (foreground lighter), -1 gives v_d. Every random number comes from
+    a generator seeded with ``seed``, so the result is reproducible.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    v = (cfg.init_scale * torch.randn(generator.z_dim, generator=rng)).requires_grad_()
+    optimiser = torch.optim.Adam([v], lr=cfg.lr)
+    losses: list[float] = []
+    window_t0, last_logged = time.perf_counter(), 0
+    for step in range(1, cfg.steps + 1):
+        z = generator.sample_z(cfg.batch_size, rng)
+        r = sample_shifts(cfg.batch_size, cfg, rng)
+        with torch.no_grad():
+            images = generator.generate(z)
+        shifted = generator.generate(z + r[:, None] * v)
+        loss, terms = direction_loss(images, shifted, sign, cfg)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            v /= v.norm()  # the search space is the unit sphere
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(f"direction loss is not finite at step {step}")
+        losses.append(value)
+        if log is not None and (step == 1 or step % cfg.log_every == 0 or step == cfg.steps):
+            elapsed = time.perf_counter() - window_t0
+            log({"step": step, "loss": value, **terms, "it_s": (step - last_logged) / elapsed})
+            window_t0, last_logged = time.perf_counter(), step
+    return v.detach().clone(), losses

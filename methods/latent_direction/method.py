@@ -1,0 +1,216 @@
+"""Latent-direction segmenter: "Finding an Unsupervised Image Segmenter in Each of Your Deep
+Generative Models" (Melas-Kyriazi, Rupprecht, Laina, Vedaldi, ICLR 2022), §3 and appendix A.
+
+1. Take a generator (``generators.py``: a GAN trained here on the fit images, the packaged face
+   DCGAN, a GANSeg run, or the user's own).
+2. Find the light and dark latent directions v_l, v_d (``directions.py``, Eq. 1).
+3. Stream (G(z), mask) pairs with the mask of Eq. 2 (or Eq. 3) and the refinement filters
+   (``masks.py``), and train the UNet of appendix A.1.2 on them with the shared segmenter
+   trainer (``methods.common.segmenter``). ``predict`` is that UNet: K = 1 (foreground).
+
+Run record (``workdir``): ``generator.json`` (which generator, what it saw), stats.jsonl rows
+``gan`` / ``direction`` / ``direction_summary`` (first/last loss, v_l . v_d) / ``pairs``
+(per-filter counts) / ``segmenter``, and figures ``latent_shift_strip.png`` and
+``generated_pairs.png``. Each stage resumes: the GAN and the segmenter from their training
+checkpoints, the directions from ``directions.pt``, all under ``checkpoints/training``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from benchmark.errors import UserError
+from benchmark.records import StatsLog
+from methods.base import PARTS, Method
+from methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
+from methods.latent_direction.directions import DirectionConfig, optimise_direction
+from methods.latent_direction.generators import GeneratorConfig, ModuleGenerator, build_pretrained_generator
+from methods.latent_direction.masks import MASK_RULES, MaskedPairStream, RefineConfig, resize_pairs
+
+log = logging.getLogger("segbench")
+
+DIRECTIONS_FILE = "directions.pt"
+LIGHT_SEED_OFFSET, DARK_SEED_OFFSET, FIGURE_SEED_OFFSET = 1, 2, 3
+N_FIGURE_PAIRS = 32
+
+
+def _melas_unet() -> SegmenterConfig:
+    # Appendix A.1.2 / REFERENCE §3: UNet 64-128-256-512-512, cross-entropy, Adam 1e-3,
+    # x0.2 at 8k of 12k steps, batch 95, 128 px.
+    return SegmenterConfig(arch="unet", steps=12_000, batch_size=95, lr=1e-3, loss="ce", lr_decay_at=8_000,
+                           lr_decay_factor=0.2, image_size=128, unet_width=64, pretrained_backbone="none")
+
+
+@dataclass(frozen=True)
+class LatentDirectionConfig:
+    num_parts: int = 1  # foreground only
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    direction: DirectionConfig = field(default_factory=DirectionConfig)
+    mask_rule: Literal["both", "single", "single_dark"] = "both"  # Eq. 2 (both) or Eq. 3
+    mask_shift: float = 5.0  # eps of Eqs. 2-3 when generating masks
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    max_draw_rounds: int = 20  # rounds of codes per batch before rejected samples fill it
+    segmenter: SegmenterConfig = field(default_factory=_melas_unet)
+    figure_shifts: tuple[float, ...] = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0)  # Figure 3's epsilons
+
+
+class LatentDirection(Method):
+    """Foreground segmenter trained on masks found by relighting a generator along latent directions."""
+
+    Config = LatentDirectionConfig
+    PRESETS = {
+        "paper": {},
+        # CPU minutes: a 32 px DCGAN trained for a few minutes, full direction search, small UNet.
+        "quick": {"generator.train_image_size": 32, "generator.g_width": 32, "generator.d_width": 32,
+                  "generator.train_steps": 1500, "generator.train_batch_size": 64,
+                  "generator.checkpoint_every": 500,
+                  "direction.steps": 300, "direction.batch_size": 32,
+                  "segmenter.arch": "small_unet", "segmenter.steps": 600, "segmenter.batch_size": 32,
+                  "segmenter.lr_decay_at": 400, "segmenter.image_size": 64,
+                  "segmenter.checkpoint_every": 200},
+        "smoke": {"generator.train_image_size": 16, "generator.g_width": 8, "generator.d_width": 8,
+                  "generator.z_dim": 16, "generator.train_steps": 3, "generator.train_batch_size": 4,
+                  "generator.log_every": 1,
+                  "direction.steps": 3, "direction.batch_size": 4, "direction.log_every": 1,
+                  "max_draw_rounds": 2,
+                  "segmenter.arch": "small_unet", "segmenter.steps": 2, "segmenter.batch_size": 4,
+                  "segmenter.image_size": 32, "segmenter.log_every": 1},
+    }
+    produces = frozenset({PARTS})
+    fixed_num_parts = 1
+
+    def __init__(self, config: LatentDirectionConfig | None = None) -> None:
+        super().__init__(config)
+        if self.config.num_parts != 1:
+            raise UserError(f"latent_direction segments foreground only (num_parts=1), got {self.config.num_parts}")
+        if self.config.mask_rule not in MASK_RULES:
+            raise UserError(f"mask_rule must be one of {', '.join(MASK_RULES)}, got {self.config.mask_rule!r}")
+        self.model: torch.nn.Module | None = None
+        self.v_light: torch.Tensor | None = None
+        self.v_dark: torch.Tensor | None = None
+
+    # ----- generator -----------------------------------------------------------------
+    def build_generator(self, train_images: Any, *, workdir: Path, seed: int, stats: StatsLog | None,
+                        progress: bool = True) -> Any:
+        cfg = self.config.generator
+        if cfg.kind != "train":
+            return build_pretrained_generator(cfg)
+        from methods.latent_direction.dcgan import train_dcgan
+
+        module, info = train_dcgan(cfg, train_images, seed=seed, stats=stats, progress=progress,
+                                   checkpoint_dir=Path(workdir) / "checkpoints" / "training")
+        first = train_images[0]
+        return ModuleGenerator(module, cfg.z_dim, {
+            "kind": "train", "architecture": "DCGAN", **info,
+            "trained_on": f"the protocol's fit split, images only ({len(train_images)} images of "
+                          f"{tuple(first.shape[1:])} px resized to {cfg.train_image_size} px), "
+                          f"unlike the paper's generators, which never saw the evaluation data",
+        })
+
+    # ----- directions ----------------------------------------------------------------
+    def find_directions(self, generator: Any, *, seed: int, stats: StatsLog | None,
+                        cache: Path | None = None) -> dict[str, Any]:
+        """v_l and v_d (Eq. 1 with +/- lambda); cached in ``cache`` so a resumed run reuses them."""
+        # The cache is valid for this generator (its description minus timings), seed and settings.
+        identity = {k: v for k, v in generator.describe().items() if k != "train_seconds"}
+        key = json.dumps([identity, dataclasses.asdict(self.config.direction), seed], sort_keys=True, default=str)
+        if cache is not None and cache.is_file():
+            saved = torch.load(cache, map_location="cpu", weights_only=True)
+            if saved.get("key") == key:
+                return {**saved, "from_cache": True}
+        out: dict[str, Any] = {"key": key, "z_dim": generator.z_dim, "seed": seed}
+        for name, sign, offset in (("light", 1.0, LIGHT_SEED_OFFSET), ("dark", -1.0, DARK_SEED_OFFSET)):
+            def write(row: dict[str, Any], name: str = name) -> None:
+                if stats is not None:
+                    stats.write(phase="direction", direction=name, **row)
+            v, losses = optimise_direction(generator, self.config.direction, sign=sign, seed=seed + offset, log=write)
+            out[f"v_{name}"], out[f"losses_{name}"] = v, torch.tensor(losses)
+        out["dot"] = float(out["v_light"] @ out["v_dark"])
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(out, cache)
+        return out
+
+    def pair_stream(self, generator: Any, stats: StatsLog | None = None) -> MaskedPairStream:
+        cfg = self.config
+        return MaskedPairStream(generator, self.v_light, self.v_dark, rule=cfg.mask_rule, shift=cfg.mask_shift,
+                                refine_cfg=cfg.refine, max_rounds=cfg.max_draw_rounds, stats=stats)
+
+    def save_figures(self, generator: Any, directory: Path, seed: int) -> list[Path]:
+        from methods.latent_direction.figures import save_pair_grid, save_shift_strip
+
+        directory.mkdir(parents=True, exist_ok=True)
+        stream = self.pair_stream(generator)
+        strip = directory / "latent_shift_strip.png"
+        save_shift_strip(generator, self.v_light, self.v_dark, lambda z: self._raw_masks(stream, z), strip,
+                         self.config.figure_shifts, seed=seed + FIGURE_SEED_OFFSET)
+        images, masks = stream.pairs(N_FIGURE_PAIRS, torch.Generator().manual_seed(seed + FIGURE_SEED_OFFSET))
+        pairs = directory / "generated_pairs.png"
+        save_pair_grid(*resize_pairs(images, masks, max(images.shape[-1], 64)), pairs)
+        return [strip, pairs]
+
+    @staticmethod
+    @torch.no_grad()
+    def _raw_masks(stream: MaskedPairStream, z: torch.Tensor) -> torch.Tensor:
+        """Masks of the rule for given codes, before refinement (the strip shows the rule itself)."""
+        from methods.latent_direction.directions import gray
+        from methods.latent_direction.masks import mask_from_grays
+
+        g = stream.generator
+        light = gray(g.generate(z + stream.shift * stream.v_light))
+        dark = gray(g.generate(z + stream.shift * stream.v_dark))
+        return mask_from_grays(light, gray(g.generate(z)), dark, stream.rule)
+
+    # ----- Method interface ----------------------------------------------------------
+    def fit(self, train_images: Any, *, workdir: Path, seed: int, progress: bool = True) -> None:
+        workdir = Path(workdir)
+        training = workdir / "checkpoints" / "training"
+        stats = StatsLog(workdir / "stats.jsonl")
+        generator = self.build_generator(train_images, workdir=workdir, seed=seed, stats=stats, progress=progress)
+        description = generator.describe()
+        (workdir / "generator.json").write_text(json.dumps(description, indent=2, default=str) + "\n")
+        stats.write(phase="generator", **description)
+        log.info("latent_direction generator: %s", description)
+
+        found = self.find_directions(generator, seed=seed, stats=stats, cache=training / DIRECTIONS_FILE)
+        self.v_light, self.v_dark = found["v_light"], found["v_dark"]
+        summary = {"v_light_dot_v_dark": found["dot"]}
+        for name in ("light", "dark"):
+            losses = found[f"losses_{name}"]
+            summary.update({f"{name}_loss_first": float(losses[0]) if len(losses) else None,
+                            f"{name}_loss_last": float(losses[-1]) if len(losses) else None})
+        stats.write(phase="direction_summary", **summary)
+        log.info("latent_direction directions: %s", summary)
+
+        self.save_figures(generator, workdir / "figures", seed)
+        stream = self.pair_stream(generator, stats)
+        self.model, info = train_segmenter(self.config.segmenter, stream, seed=seed, stats=stats, progress=progress,
+                                           checkpoint_dir=training)
+        stats.write(phase="pairs_total", **stream.counts.as_dict())
+        stats.write(phase="segmenter_done", **{k: v for k, v in info.items() if k != "final"})
+
+    def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        if self.model is None:
+            raise RuntimeError("latent_direction: call fit() or load() before predict()")
+        return segment(self.model, images, self.config.segmenter)
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.model is None:
+            return {}
+        state = {f"segmenter.{k}": v for k, v in self.model.state_dict().items()}
+        return {**state, "v_light": self.v_light, "v_dark": self.v_dark}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.v_light, self.v_dark = state["v_light"], state["v_dark"]
+        model, _ = build_segmenter(self.config.segmenter, 2, load_pretrained=False)
+        model.load_state_dict({k[len("segmenter."):]: v for k, v in state.items() if k.startswith("segmenter.")})
+        self.model = model.eval()
+

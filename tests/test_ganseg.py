@@ -1,0 +1,240 @@
+"""GANSeg: equations on hand-computed cases, shapes, translation equivariance, distinct layer
+parameters, exact resume, and the latent interface."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from benchmark.errors import UserError
+from methods.ganseg.config import GANSegConfig, lambda_con, validate
+from methods.ganseg.layers import RelativePositionalEncoding, heatmaps, linear_tau, part_statistics, pixel_centres
+from methods.ganseg.losses import area_loss, concentration_loss, gradient_penalty
+from methods.ganseg.method import GANSeg
+from methods.ganseg.train import build_networks, train_gan
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def smoke(**overrides) -> GANSegConfig:
+    return GANSeg.config_for("smoke", {"num_parts": 3, **overrides})
+
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, n: int = 8, size: int = 32) -> None:
+        self.x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(5))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.x[i]
+
+
+# ----------------------------------------------------------------------------- equations
+
+def test_eq1_part_centre_and_sigma_hand_computed():
+    # part 0: square corners -> centre (1, 1), sum of squared offsets 4 * 2 = 8, sigma = sqrt(8) / 3
+    # part 1: four identical points -> sigma 0
+    pts = torch.tensor([[[0., 0.], [2., 0.], [0., 2.], [2., 2.], [.5, -.5], [.5, -.5], [.5, -.5], [.5, -.5]]])
+    centres, sigma = part_statistics(pts, n_per=4)
+    assert torch.allclose(centres, torch.tensor([[[1., 1.], [.5, -.5]]]))
+    assert torch.allclose(sigma, torch.tensor([[math.sqrt(8) / 3, 0.]]), atol=1e-5)
+    # code's linear width: mean |offset| over points and axes = 1 for the square
+    assert torch.allclose(linear_tau(pts, 4), torch.tensor([[1., 0.]]))
+
+
+def test_eq4_heatmap_hand_computed_and_margin_grid():
+    assert torch.allclose(pixel_centres(4, 0), torch.tensor([-.75, -.25, .25, .75]))
+    # a 1-pixel margin continues the pitch: eq. 12's grid [-1 - 2m/r, 1 + 2m/r]
+    assert torch.allclose(pixel_centres(4, 1), torch.tensor([-1.25, -.75, -.25, .25, .75, 1.25]))
+    centre, sigma = torch.tensor([[[-.25, .25]]]), torch.tensor([[.5]])
+    h = heatmaps(centre, sigma, 4, 0)[0, 0]  # [row (y), column (x)]
+    assert h[2, 1].item() == pytest.approx(1.0)  # at the centre
+    assert h[2, 2].item() == pytest.approx(math.exp(-1))  # d = 0.5 = sigma: exp(-d^2 / sigma^2)
+    assert h[0, 3].item() == pytest.approx(math.exp(-8))  # d^2 = 1 + 1
+    lin = heatmaps(centre, torch.tensor([[1.]]), 4, 0, kind="linear")[0, 0]
+    assert lin[2, 2].item() == pytest.approx(0.5) and lin[0, 3].item() == 0.0  # 1 - d / tau, clamped
+
+
+def test_eq16_concentration_hand_computed():
+    # 2x2 image, pixel centres at +-0.5. Part 1: all mass on the top-left pixel (-.5,-.5), centre
+    # (.5,-.5): d^2 = 1. Part 2: uniform, centre (0,0): every d^2 = 0.5.
+    masks = torch.zeros(1, 2, 2, 2)
+    masks[0, 0, 0, 0] = 0.3  # normalisation makes the scale irrelevant
+    masks[0, 1] = 0.25
+    centres = torch.tensor([[[.5, -.5], [0., 0.]]])
+    assert concentration_loss(masks, centres, "sum").item() == pytest.approx(1.5, abs=1e-5)
+    assert concentration_loss(masks, centres, "mean").item() == pytest.approx(0.75, abs=1e-5)
+
+
+def test_eq17_area_hand_computed():
+    heat = torch.zeros(1, 2, 2, 2)
+    masks = torch.zeros(1, 2, 2, 2)
+    heat[0, 0] = 0.75  # sum 3
+    heat[0, 1, 0, 0] = 1.0  # sum 1
+    masks[0, 0, :, 0] = 1.0  # sum 2 -> gap 1
+    masks[0, 1] = 1.0  # sum 4 -> gap -3, clamped to 0
+    assert area_loss(masks, heat).item() == pytest.approx(1.0)
+
+
+def test_gradient_penalty_variants_on_a_linear_critic():
+    # D(x) = sum(w * x): grad = w, ||w||^2 = 4 + 9 + 36 = 49
+    w = torch.tensor([2., 3., 6.]).view(1, 3, 1, 1)
+    x = torch.ones(2, 3, 1, 1, requires_grad=True)
+    logits = (w * x).flatten(1).sum(1)
+    assert gradient_penalty(logits, x, "r1").item() == pytest.approx(49.0)
+    logits = (w * x).flatten(1).sum(1)
+    assert gradient_penalty(logits, x, "centred").item() == pytest.approx(36.0)  # (7 - 1)^2
+
+
+def test_eq5_encoding_matches_literal_difference_form():
+    torch.manual_seed(0)
+    pe = RelativePositionalEncoding(num_points=5, out_channels=12)
+    pts = torch.rand(2, 5, 2) * 2 - 1
+    fast, literal = pe(pts, 8, 3), pe.reference(pts, 8, 3)
+    assert fast.shape == (2, 12, 14, 14)
+    assert torch.allclose(fast, literal, atol=1e-5)
+
+
+def test_lambda_con_is_c_con_times_k_as_in_table_1():
+    assert lambda_con(GANSegConfig()) == 10.0  # CelebA K=8, C_con 1.25
+    assert lambda_con(GANSegConfig(num_parts=10, con_coef_per_part=3.0)) == 30.0  # Taichi
+    assert lambda_con(GANSegConfig(con_coef_per_part=3.75)) == 30.0  # Flowers K=8
+
+
+# ----------------------------------------------------------------------------- generator
+
+def test_shapes_and_softmax_sums():
+    cfg = smoke()
+    gen, disc = build_networks(cfg, seed=0)
+    out = gen(gen.sample_latent(3))
+    assert out["images"].shape == (3, 3, 32, 32) and out["images"].abs().max() <= 1
+    assert out["masks"].shape == (3, 4, 32, 32) and out["heatmaps"].shape == (3, 3, 32, 32)
+    assert torch.allclose(out["masks"].sum(1), torch.ones(3, 32, 32), atol=1e-5)
+    assert out["layout"].points.shape == (3, 12, 2) and out["layout"].points.abs().max() < 1
+    assert disc(out["images"]).shape == (3,)
+
+
+@pytest.mark.parametrize("switch", ["generator.no_points", "generator.no_separate_bg", "generator.fixed_sigma"])
+def test_ablation_switches_build_and_generate(switch):
+    cfg = smoke(**{switch: True, "generator.heatmap": "linear", "generator.bg_shift": "horizontal"})
+    gen, _ = build_networks(cfg, seed=0)
+    out = gen(gen.sample_latent(2))
+    assert out["images"].shape == (2, 3, 32, 32)
+    assert torch.allclose(out["masks"].sum(1), torch.ones(2, 32, 32), atol=1e-5)
+    assert (out["heatmaps"] is None) == (switch == "generator.no_points")
+
+
+def _equivariance_setup():
+    cfg = smoke(image_size=64, **{"generator.resolutions": (16, 32, 64), "generator.channels": (16, 8, 8),
+                                  "generator.margin": 10})
+    gen, _ = build_networks(cfg, seed=1)
+    gen.train()
+    with torch.no_grad():  # give BatchNorm non-trivial running statistics
+        for _ in range(3):
+            gen(gen.sample_latent(4))
+    gen.eval()
+    k, d = cfg.num_parts, cfg.generator.embed_dim
+    g = torch.Generator().manual_seed(2)
+    pts = 0.6 * torch.rand(2, k * cfg.n_per, 2, generator=g) - 0.3
+    emb, bg_emb = torch.randn(2, k, d, generator=g), torch.randn(2, d, generator=g)
+    bg = torch.rand(2, 1, 2, generator=g) - 0.5
+    return gen, pts, emb, bg_emb, bg
+
+
+DX, DY = 4, 8  # pixels at 64 px = 1 and 2 pixels of the coarsest (16 px) stage
+SHIFT = torch.tensor([DX, DY]) * 2 / 64
+
+
+def _assert_shifted(a: torch.Tensor, b: torch.Tensor, band: int) -> None:
+    moved = b[..., DY:, DX:][..., band:-band, band:-band]
+    still = a[..., :64 - DY, :64 - DX][..., band:-band, band:-band]
+    assert torch.allclose(moved, still, atol=1e-4), (moved - still).abs().max()
+    assert not torch.allclose(b, a, atol=1e-2)  # it did move
+
+
+def test_translation_equivariance_of_masks():
+    """Shift all points by whole pixels of the coarsest stage: the masks shift by the same pixels
+    (eval-mode BatchNorm; the margins keep the border effects out of the image)."""
+    gen, pts, emb, bg_emb, bg = _equivariance_setup()
+    with torch.no_grad():
+        a = gen.render(gen.layout_from_points(pts, emb, bg_emb, bg))
+        b = gen.render(gen.layout_from_points(pts + SHIFT, emb, bg_emb, bg))
+    _assert_shifted(a["masks"], b["masks"], band=0)
+    _assert_shifted(a["heatmaps"], b["heatmaps"], band=0)
+
+
+def test_translation_equivariance_of_images_for_an_object_inside_the_frame():
+    """Points and background centre shifted together, with masks that are background along the
+    border (the foreground branch pads masks by replication): images shift along, up to a band
+    where the zero-padded RGB head sees the image edge."""
+    gen, pts, emb, bg_emb, bg = _equivariance_setup()
+
+    def localized_masks(points):
+        lay = gen.layout_from_points(points, emb, bg_emb, bg)
+        heat = heatmaps(lay.centres, torch.full_like(lay.sigma, 0.15), 64, 0)
+        return torch.softmax(torch.cat([torch.full_like(heat[:, :1], 2.0), 12 * heat], dim=1), dim=1)
+
+    with torch.no_grad():
+        a = gen.render(gen.layout_from_points(pts, emb, bg_emb, bg), localized_masks(pts))
+        b = gen.render(gen.layout_from_points(pts + SHIFT, emb, bg_emb, bg + SHIFT), localized_masks(pts + SHIFT))
+    _assert_shifted(a["masks"], b["masks"], band=0)
+    _assert_shifted(a["images"], b["images"], band=2)
+
+
+def test_every_layer_has_its_own_parameters():
+    """The `[layer] * 3` pitfall: a module listed twice shares its weights."""
+    gen, disc = build_networks(smoke(), seed=0)
+    for net in (gen, disc):
+        assert len(list(net.named_modules(remove_duplicate=False))) == len(list(net.named_modules()))
+        params = list(net.parameters())
+        assert len({p.data_ptr() for p in params}) == len(params)
+    linears = [m for m in gen.point_mlp if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == smoke().generator.mlp_layers
+    assert not torch.equal(gen.fg_blocks[0].conv2.weight[:1, :1], gen.fg_blocks[1].conv2.weight[:1, :1])
+
+
+def test_validation_rejects_inconsistent_sizes():
+    with pytest.raises(UserError):
+        validate(smoke(image_size=64))  # resolutions end at 32
+    with pytest.raises(UserError):
+        validate(smoke(**{"generator.resolutions": (8, 32)}))  # x4 jump
+
+
+# ----------------------------------------------------------------------------- training
+
+def test_gan_resume_is_bit_identical(tmp_path):
+    cfg = smoke(steps=4, checkpoint_every=2, gp_every=3)
+    data = Images()
+    straight, _ = train_gan(cfg, data, workdir=tmp_path / "a", seed=3)
+    train_gan(replace(cfg, steps=2), data, workdir=tmp_path / "b", seed=3)
+    resumed, info = train_gan(cfg, data, workdir=tmp_path / "b", seed=3)
+    assert info["resumed_from_step"] == 2 and info["gan_steps_this_call"] == 2
+    sa, sb = straight.state_dict(), resumed.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    with pytest.raises(UserError):  # a different run must not silently continue this checkpoint
+        train_gan(replace(cfg, lr_g=1e-3), data, workdir=tmp_path / "b", seed=3)
+
+
+def test_fit_predict_sample_and_latent_interface(tmp_path):
+    method = GANSeg(smoke())
+    method.fit(Images(), workdir=tmp_path, seed=0)
+    probs = method.predict(torch.rand(2, 3, 40, 40)).part_probs
+    assert probs.shape == (2, 4, 40, 40)
+    assert (tmp_path / "figures" / "ganseg_samples_final.png").is_file()
+    assert any('"phase": "gan"' in line for line in (tmp_path / "stats.jsonl").read_text().splitlines())
+    z = method.sample_latent(2, torch.Generator().manual_seed(0)).requires_grad_(True)
+    images, masks = method.generate_from_latent(z)
+    assert z.shape == (2, method.latent_dim) and images.shape == (2, 3, 32, 32) and masks.shape == (2, 4, 32, 32)
+    images.mean().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert torch.equal(method.sample(2, seed=4), method.sample(2, seed=4))

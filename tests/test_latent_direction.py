@@ -1,0 +1,332 @@
+"""The latent-direction method (Melas-Kyriazi et al. 2022): loss terms against independent
+references, mask rules and filters on hand-made cases, generator adapters, resume."""
+import dataclasses
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from benchmark.errors import UserError
+from methods.latent_direction import generators as gens
+from methods.latent_direction.dcgan import DCGANDiscriminator, DCGANGenerator
+from methods.latent_direction.directions import (DirectionConfig, direction_loss, gray, optimise_direction,
+                                                 radial_prior, sobel_magnitude)
+from methods.latent_direction.masks import (MaskedPairStream, RefineConfig, count_histogram_peaks,
+                                            foreground_fraction_ok, keep_large_components, mask_from_grays, refine)
+from methods.latent_direction.method import LatentDirection
+
+torch.set_num_threads(1)
+
+
+class ToyGenerator:
+    """A tiny differentiable generator: images = tanh(z @ W) in [-1, 1], 3 x 8 x 8."""
+
+    def __init__(self, z_dim: int = 6, side: int = 8, seed: int = 0, weights: torch.Tensor | None = None) -> None:
+        self.z_dim, self.side = z_dim, side
+        g = torch.Generator().manual_seed(seed)
+        self.weights = weights if weights is not None else 0.3 * torch.randn(z_dim, 3 * side * side, generator=g)
+
+    def sample_z(self, n, seed):
+        g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+        return torch.randn(n, self.z_dim, generator=g)
+
+    def generate(self, z):
+        return torch.tanh(z @ self.weights).view(-1, 3, self.side, self.side)
+
+    def describe(self):
+        return {"kind": "toy", "trained_on": "nothing"}
+
+
+def toy_factory(checkpoint: str):
+    """``generator.target`` used by the custom-adapter test: a module with a z_dim attribute."""
+    module = torch.nn.Sequential(torch.nn.Linear(5, 3 * 16 * 16), torch.nn.Tanh(), torch.nn.Unflatten(1, (3, 16, 16)))
+    if checkpoint:
+        module.load_state_dict(torch.load(checkpoint, weights_only=True))
+    module.z_dim = 5
+    return module
+
+
+# ----------------------------------------------------------------------------- loss terms
+
+def test_gray_uses_bt601_weights():
+    image = torch.tensor([1.0, 0.5, -1.0]).view(1, 3, 1, 1)
+    assert gray(image).item() == pytest.approx(0.2989 * 1 + 0.5870 * 0.5 - 0.1140)
+
+
+def test_sobel_magnitude_matches_scipy():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 9, 11))
+    ours = sobel_magnitude(torch.tensor(images), eps=0.0).numpy()
+    for image, mine in zip(images, ours):
+        gx = ndimage.sobel(image, axis=1, mode="nearest")  # nearest == replicate padding
+        gy = ndimage.sobel(image, axis=0, mode="nearest")
+        np.testing.assert_allclose(mine, np.hypot(gx, gy) / 8, rtol=1e-10, atol=1e-12)
+    # The default eps sits inside the square root.
+    default = sobel_magnitude(torch.tensor(images)).numpy()
+    np.testing.assert_allclose(default, np.sqrt(ours ** 2 + 1e-6), rtol=1e-10)
+
+
+def test_radial_prior_centre_and_border_values():
+    c = radial_prior(5, 5).double()
+    grid = np.linspace(-1, 1, 5)
+    rho = np.array([[math.hypot(x, y) for x in grid] for y in grid])  # hand loop, not the module's code
+    mean = rho.mean()
+    assert c[2, 2].item() == pytest.approx(-4 * mean, abs=1e-6)  # centre: rho = 0
+    assert c[0, 0].item() == pytest.approx(4 * (math.sqrt(2) - mean), abs=1e-6)  # corner
+    assert c[0, 2].item() == pytest.approx(4 * (1 - mean), abs=1e-6)  # middle of the top border
+    assert abs(c.mean().item()) < 1e-6
+    # On a fine grid the mean radius tends to that of the square: (sqrt2 + asinh 1) / 3.
+    fine = radial_prior(401, 401)
+    assert fine[200, 200].item() == pytest.approx(-4 * (math.sqrt(2) + math.asinh(1)) / 3, abs=1e-2)
+
+
+def test_direction_loss_terms():
+    cfg = DirectionConfig()
+    images = torch.zeros(2, 3, 16, 16)
+    centre_bright = -radial_prior(16, 16).expand(2, 3, 16, 16) / 8  # brighter centre, darker border
+    loss, terms = direction_loss(images, images, 1.0, cfg)
+    assert terms["sobel"] == pytest.approx(0.0, abs=1e-12) and terms["radial"] == pytest.approx(0.0, abs=1e-7)
+    loss_l, terms = direction_loss(images, centre_bright, 1.0, cfg)
+    loss_d, _ = direction_loss(images, centre_bright, -1.0, cfg)
+    assert terms["radial"] < 0  # the light direction's radial term rewards a brighter centre
+    ref = np.mean((sobel_magnitude(gray(centre_bright)).numpy() - sobel_magnitude(gray(images)).numpy()) ** 2)
+    assert terms["sobel"] == pytest.approx(ref, rel=1e-5)
+    assert loss_l.item() == pytest.approx(2.0 * terms["radial"] + 10.0 * ref, rel=1e-5)
+    assert loss_d.item() == pytest.approx(-2.0 * terms["radial"] + 10.0 * ref, rel=1e-5)
+
+
+def test_direction_stays_unit_norm_and_finds_the_relighting_code():
+    # Code 0 relights the image radially (centre up), the others add random texture.
+    side = 8
+    weights = 0.3 * torch.randn(6, 3 * side * side, generator=torch.Generator().manual_seed(1))
+    weights[0] = (-radial_prior(side, side) / 4).expand(3, side, side).reshape(-1)
+    gen = ToyGenerator(side=side, weights=weights)
+    cfg = DirectionConfig(steps=25, batch_size=8, lr=0.05)
+    rows = []
+    v_l, losses = optimise_direction(gen, cfg, sign=1.0, seed=0, log=rows.append)
+    v_d, _ = optimise_direction(gen, cfg, sign=-1.0, seed=1)
+    assert v_l.norm().item() == pytest.approx(1.0, abs=1e-5) and v_d.norm().item() == pytest.approx(1.0, abs=1e-5)
+    assert len(losses) == 25 and rows[0]["step"] == 1 and rows[-1]["step"] == 25
+    assert v_l[0] > 0.5 and v_d[0] < -0.5 and (v_l @ v_d) < 0
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    again, _ = optimise_direction(gen, cfg, sign=1.0, seed=0)
+    assert torch.equal(again, v_l)
+
+
+# ----------------------------------------------------------------------------- masks and filters
+
+def test_mask_rules_on_a_hand_made_pair():
+    light = torch.tensor([[[0.9, -0.2], [0.1, 0.0]]])
+    original = torch.tensor([[[0.5, -0.1], [0.3, 0.0]]])
+    dark = torch.tensor([[[0.1, -0.3], [0.2, 0.0]]])
+    assert mask_from_grays(light, original, dark, "both").tolist() == [[[True, True], [False, False]]]
+    assert mask_from_grays(light, original, dark, "single").tolist() == [[[True, False], [False, False]]]
+    assert mask_from_grays(light, original, dark, "single_dark").tolist() == [[[True, True], [True, False]]]
+    with pytest.raises(ValueError):
+        mask_from_grays(light, original, dark, "neither")
+
+
+def test_connected_components_filter():
+    mask = np.zeros((8, 10), bool)
+    mask[0:2, 0:5] = True  # 10 px
+    mask[2, 5] = mask[3, 6] = True  # a diagonal chain: joins it under 8-connectivity (12 px, the largest)
+    mask[5, 0:3] = True  # 3 px > 0.2 * 12: kept
+    mask[7, 8:10] = True  # 2 px, not > 2.4: removed
+    mask[6, 5] = True  # 1 px: removed
+    out = keep_large_components(mask, 0.2)
+    expected = np.zeros_like(mask)
+    expected[0:2, 0:5] = True
+    expected[2, 5] = expected[3, 6] = True
+    expected[5, 0:3] = True
+    np.testing.assert_array_equal(out, expected)
+    assert not keep_large_components(np.zeros((4, 4), bool), 0.2).any()
+
+
+def test_foreground_fraction_filter():
+    mask = np.zeros((4, 4), bool)
+    assert not foreground_fraction_ok(mask, 0.5)  # empty is rejected
+    mask[:2] = True
+    assert foreground_fraction_ok(mask, 0.5)  # exactly 0.5 is kept
+    mask[2, 0] = True
+    assert not foreground_fraction_ok(mask, 0.5)
+
+
+def _bin_centre(k):  # 12 bins on [-1, 1]: edges at -1 + k/6
+    return -1 + (k + 0.5) / 6
+
+
+RAMP = np.concatenate([np.full(k + 1, _bin_centre(k)) for k in range(12)])  # counts 1, 2, ..., 12
+
+
+def test_histogram_peak_filter_strict():
+    assert count_histogram_peaks(np.full(50, _bin_centre(5)), 12, 3, rule="strict") == 1
+    far = np.r_[np.full(30, _bin_centre(0)), np.full(30, _bin_centre(11))]
+    assert count_histogram_peaks(far, 12, 3, rule="strict") == 2
+    # Bins 0 and 2 with 3 values each: box sums [3, 6, 3, 3, 0, ...] have one maximum (bin 1);
+    # without smoothing they are two.
+    near = np.r_[np.full(3, _bin_centre(0)), np.full(3, _bin_centre(2))]
+    assert count_histogram_peaks(near, 12, 3, rule="strict") == 1
+    assert count_histogram_peaks(near, 12, 1, rule="strict") == 2
+    # A plateau counts once.
+    plateau = np.r_[np.full(4, _bin_centre(4)), np.full(4, _bin_centre(5))]
+    assert count_histogram_peaks(plateau, 12, 1, rule="strict") == 1
+
+
+def test_histogram_peak_filter_reference_rule():
+    # One spike in bin 5: box sums [0,0,0,0,50,50,50,0,0,0,0,0]; every bin >= its neighbours
+    # counts, i.e. bins 0,1,2 (flat zeros), 4,5,6 (the plateau) and 8..11.
+    assert count_histogram_peaks(np.full(50, _bin_centre(5)), 12, 3) == 10
+    # Counts rising 1..12: box sums [3, 6, 9, ..., 33, 23], a single maximum at bin 10.
+    assert count_histogram_peaks(RAMP, 12, 3) == 1
+    assert count_histogram_peaks(RAMP, 12, 3, rule="strict") == 1
+    # Equal counts: sums [4, 6, ..., 6, 4]: bins 1..10 under the reference rule, one strictly.
+    flat = np.concatenate([np.full(2, _bin_centre(k)) for k in range(12)])
+    assert count_histogram_peaks(flat, 12, 3) == 10
+    assert count_histogram_peaks(flat, 12, 3, rule="strict") == 1
+    with pytest.raises(ValueError):
+        count_histogram_peaks(flat, 12, 3, rule="other")
+
+
+def test_refine_reports_each_filter():
+    cfg = RefineConfig()
+    two_modes = np.r_[np.full(96, -0.9), np.full(96, 0.9)].reshape(3, 8, 8)  # an RGB shifted image
+    small = np.zeros((8, 8), bool)
+    small[2:5, 2:5] = True
+    small[7, 7] = True
+    cleaned, verdict = refine(small, [two_modes], cfg)
+    assert verdict == {"components_changed": True, "fraction_fail": False, "histogram_fail": False}
+    assert cleaned.sum() == 9
+    _, verdict = refine(np.ones((8, 8), bool), [RAMP], cfg)
+    assert verdict == {"components_changed": False, "fraction_fail": True, "histogram_fail": True}
+    # With two shifted images (mask rule "both") each must pass.
+    assert refine(small, [two_modes, RAMP], cfg)[1]["histogram_fail"]
+
+
+def test_pair_stream_counts_and_fills_when_everything_is_rejected():
+    gen = ToyGenerator()
+    v = torch.zeros(gen.z_dim)  # no shift at all: masks are empty, the fraction filter rejects all
+    stream = MaskedPairStream(gen, v, v, rule="both", shift=5.0, refine_cfg=RefineConfig(), max_rounds=3)
+    images, labels = stream.pairs(4, torch.Generator().manual_seed(0))
+    assert images.shape == (4, 3, 8, 8) and labels.shape == (4, 8, 8) and labels.dtype == torch.int64
+    assert images.min() >= 0 and images.max() <= 1
+    c = stream.counts
+    assert (c.drawn, c.passed, c.fraction_fail, c.rejected, c.filled_unfiltered) == (12, 0, 12, 12, 4)
+    # Without refinement every draw is used.
+    plain = MaskedPairStream(gen, v, v, rule="both", shift=5.0, refine_cfg=RefineConfig(enabled=False), max_rounds=3)
+    plain.pairs(4, torch.Generator().manual_seed(0))
+    assert (plain.counts.drawn, plain.counts.passed, plain.counts.filled_unfiltered) == (4, 4, 0)
+
+
+# ----------------------------------------------------------------------------- generators
+
+def _check_adapter(adapter, side):
+    z = adapter.sample_z(3, 7)
+    assert z.shape == (3, adapter.z_dim) and torch.equal(z, adapter.sample_z(3, 7))
+    with torch.no_grad():
+        images = adapter.generate(z)
+    assert images.shape == (3, 3, side, side) and images.min() >= -1 and images.max() <= 1
+    assert isinstance(adapter.describe(), dict) and adapter.describe()["kind"]
+
+
+def test_dcgan_shapes_and_module_adapter():
+    g = DCGANGenerator(z_dim=10, width=4, image_size=32)
+    assert DCGANDiscriminator(width=4, image_size=32)(g(torch.randn(2, 10))).shape == (2,)
+    _check_adapter(gens.ModuleGenerator(g, 10, {"kind": "train"}), 32)
+    with pytest.raises(UserError):
+        DCGANGenerator(image_size=48)
+
+
+def test_custom_generator_adapter(tmp_path):
+    module = toy_factory("")
+    torch.save(module.state_dict(), tmp_path / "g.pt")
+    adapter = gens.build_pretrained_generator(gens.GeneratorConfig(
+        kind="custom", target="tests.test_latent_direction:toy_factory", checkpoint=str(tmp_path / "g.pt")))
+    _check_adapter(adapter, 16)
+    assert adapter.describe()["target"] == "tests.test_latent_direction:toy_factory"
+    for target in ("no_colon", "tests.test_latent_direction:missing", "no_such_module_xyz:f"):
+        with pytest.raises(UserError):
+            gens.build_pretrained_generator(gens.GeneratorConfig(kind="custom", target=target))
+
+
+def test_face_dcgan_adapter():
+    try:
+        gens.face_weights_path()
+    except UserError as exc:
+        pytest.skip(f"the 'faces' extra is not installed: {exc}")
+    adapter = gens.load_face_dcgan()
+    _check_adapter(adapter, 64)
+    assert adapter.z_dim == 100 and "gan-face-generate" in adapter.describe()["package"]
+    assert "wandb" not in sys.modules  # the package's heavy modules are never imported
+
+
+def test_missing_face_extra_and_ganseg_run_are_user_errors(monkeypatch, tmp_path):
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match="faces"):
+        gens.face_weights_path()
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="checkpoints/final"):
+        gens.build_pretrained_generator(gens.GeneratorConfig(kind="ganseg_run", run=str(tmp_path)))
+    with pytest.raises(UserError):
+        gens.build_pretrained_generator(gens.GeneratorConfig(kind="ganseg_run"))
+
+
+# ----------------------------------------------------------------------------- method
+
+def test_config_presets_and_nested_overrides():
+    cfg = LatentDirection.config_for("paper", {"generator.kind": "face_dcgan", "mask_rule": "single",
+                                               "segmenter.steps": "10"})
+    assert cfg.generator.kind == "face_dcgan" and cfg.mask_rule == "single" and cfg.segmenter.steps == 10
+    paper = LatentDirection.config_for("paper")
+    assert (paper.direction.steps, paper.direction.lr, paper.direction.batch_size) == (300, 5e-3, 32)
+    assert (paper.segmenter.arch, paper.segmenter.loss, paper.segmenter.lr_decay_at) == ("unet", "ce", 8000)
+    with pytest.raises(UserError):
+        LatentDirection.config_for("paper", {"generator.kind": "biggan"})
+
+
+@pytest.fixture(scope="module")
+def fit_images():
+    from datasets import DATASETS
+    return DATASETS.get("synthetic_parts")(image_size=32, n_train=12, n_regression_fit=1, n_test=1) \
+        .split("train").fit_images()
+
+
+def test_fit_records_and_resumes_bit_identically(fit_images, tmp_path):
+    def fitted(workdir, seg_steps):
+        cfg = LatentDirection.config_for("smoke", {"segmenter.steps": seg_steps, "segmenter.checkpoint_every": 1})
+        method = LatentDirection(cfg)
+        method.fit(fit_images, workdir=workdir, seed=0, progress=False)
+        return method
+
+    straight = fitted(tmp_path / "a", 4)
+    fitted(tmp_path / "b", 2)  # an "interrupted" run: the segmenter stopped at step 2
+    resumed = fitted(tmp_path / "b", 4)
+    images = torch.stack([fit_images[i] for i in range(3)])
+    assert torch.equal(straight.predict(images).part_probs, resumed.predict(images).part_probs)
+    assert torch.equal(straight.v_light, resumed.v_light)
+    rows = [__import__("json").loads(line) for line in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    phases = {r["phase"] for r in rows}
+    assert {"gan", "generator", "direction", "direction_summary", "pairs", "pairs_total", "segmenter"} <= phases
+    summary = next(r for r in rows if r["phase"] == "direction_summary")
+    assert -1 <= summary["v_light_dot_v_dark"] <= 1
+    assert (tmp_path / "a" / "figures" / "latent_shift_strip.png").is_file()
+    assert (tmp_path / "a" / "figures" / "generated_pairs.png").is_file()
+    assert "fit split" in (tmp_path / "a" / "generator.json").read_text()
+
+
+def test_explore_script_writes_directions_figures_and_summary(tmp_path):
+    import json
+    from methods.latent_direction.explore import main
+    args = ["--preset", "smoke", "--set", "generator.kind=custom", "--set",
+            "generator.target=tests.test_latent_direction:toy_factory", "--out", str(tmp_path)]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["directions_from_cache"] is False and -1 <= summary["v_light_dot_v_dark"] <= 1
+    assert summary["filter_probe"]["drawn"] == 256
+    assert (tmp_path / "figures" / "latent_shift_strip.png").is_file()
+    assert main(args) == 0  # the second call reuses the directions
+    assert json.loads((tmp_path / "summary.json").read_text())["directions_from_cache"] is True
+    assert main(["--preset", "smoke", "--out", str(tmp_path / "x")]) == 2  # kind=train needs benchmark run
