@@ -126,6 +126,7 @@ def run(req: RunRequest, resume_dir: Path | None = None) -> Path:
                  req.method, req.preset, spec.name, req.seed)
         seed_everything(req.seed)
         method = resolved.method_cls(resolved.method_config)
+        method.progress = req.progress
         t0 = time.perf_counter()
         method.fit(fit_split.fit_images(), workdir=run_dir, seed=req.seed)
         stats.write(phase="fit_done", fit_seconds=time.perf_counter() - t0, n_fit=len(fit_split))

@@ -84,6 +84,8 @@ class Method(ABC):
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
+        # Progress bars during fit; the runner sets this from --no-progress.
+        self.progress = True
 
     # ----- configuration -------------------------------------------------------------
     @classmethod

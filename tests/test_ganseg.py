@@ -238,3 +238,15 @@ def test_fit_predict_sample_and_latent_interface(tmp_path):
     images.mean().backward()
     assert z.grad is not None and z.grad.abs().sum() > 0
     assert torch.equal(method.sample(2, seed=4), method.sample(2, seed=4))
+
+
+def test_throughput_command_reports_speed_and_memory(capsys):
+    import json
+
+    from methods.ganseg.throughput import main
+
+    assert main(["--preset", "smoke", "--steps", "2", "--warmup", "0", "--threads", "1"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["steps_timed"] == 2 and row["it_s"] > 0 and row["peak_rss_mib"] > 0
+    assert row["generator_params"] > 0 and row["discriminator_params"] > 0
+    assert main(["--preset", "smoke", "--steps", "0"]) == 2

@@ -274,6 +274,15 @@ def test_missing_face_extra_and_ganseg_run_are_user_errors(monkeypatch, tmp_path
         gens.build_pretrained_generator(gens.GeneratorConfig(kind="ganseg_run"))
 
 
+def test_auto_kind_follows_the_fields_that_are_set():
+    assert gens.resolved_kind(gens.GeneratorConfig()) == "train"
+    assert gens.resolved_kind(gens.GeneratorConfig(run="runs/x")) == "ganseg_run"  # --set generator.run=... alone
+    assert gens.resolved_kind(gens.GeneratorConfig(target="m:f")) == "custom"
+    assert gens.resolved_kind(gens.GeneratorConfig(kind="face_dcgan", run="ignored")) == "face_dcgan"
+    with pytest.raises(UserError, match="not both"):
+        gens.resolved_kind(gens.GeneratorConfig(run="r", target="m:f"))
+
+
 # ----------------------------------------------------------------------------- method
 
 def test_config_presets_and_nested_overrides():
@@ -298,7 +307,8 @@ def test_fit_records_and_resumes_bit_identically(fit_images, tmp_path):
     def fitted(workdir, seg_steps):
         cfg = LatentDirection.config_for("smoke", {"segmenter.steps": seg_steps, "segmenter.checkpoint_every": 1})
         method = LatentDirection(cfg)
-        method.fit(fit_images, workdir=workdir, seed=0, progress=False)
+        method.progress = False
+        method.fit(fit_images, workdir=workdir, seed=0)
         return method
 
     straight = fitted(tmp_path / "a", 4)

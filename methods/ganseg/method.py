@@ -62,11 +62,12 @@ class GANSeg(Method):
 
     def _fit(self, train_images, workdir: Path, seed: int) -> None:
         stats = StatsLog(workdir / "stats.jsonl")
-        generator, gan_info = train_gan(self.config, train_images, workdir=workdir, seed=seed, stats=stats)
+        generator, gan_info = train_gan(self.config, train_images, workdir=workdir, seed=seed, stats=stats,
+                                        progress=self.progress)
         self.generator = generator.eval()
         source = FunctionPairSource(self.num_parts + 1, self._pairs)
         self.segmenter, seg_info = train_segmenter(self.config.segmenter, source, seed=seed, stats=stats,
-                                                   progress=True, checkpoint_dir=workdir / SEGMENTER_CHECKPOINTS,
+                                                   progress=self.progress, checkpoint_dir=workdir / SEGMENTER_CHECKPOINTS,
                                                    device=resolve_device(self.config.device))
         self.segmenter.cpu().eval()
         self.generator.cpu()

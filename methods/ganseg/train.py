@@ -115,7 +115,7 @@ def _mask_stats(out: dict) -> dict[str, float]:
 
 
 def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset, *, workdir: Path, seed: int,
-              stats: StatsLog | None = None) -> tuple[GANSegGenerator, dict[str, Any]]:
+              stats: StatsLog | None = None, progress: bool = True) -> tuple[GANSegGenerator, dict[str, Any]]:
     """Train generator and discriminator; return (generator in eval mode, info)."""
     from tqdm import tqdm
 
@@ -179,7 +179,7 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset, *, w
     t_start = window_t0 = time.perf_counter()
     window: dict[str, float] = {}
     window_steps = 0
-    bar = tqdm(total=config.steps, initial=step, desc="ganseg GAN", disable=None, dynamic_ncols=True)
+    bar = tqdm(total=config.steps, initial=step, desc="ganseg GAN", disable=None if progress else True, dynamic_ncols=True)
     while step < config.steps:
         b = config.batch_size
         # ---- discriminator step (eq. 14-15, 18)

@@ -23,6 +23,7 @@ import torch
 from benchmark.config import parse_set_args
 from benchmark.errors import UserError
 from benchmark.records import StatsLog
+from methods.latent_direction.generators import resolved_kind
 from methods.latent_direction.method import DIRECTIONS_FILE, FIGURE_SEED_OFFSET, LatentDirection
 
 N_FILTER_PROBE = 256  # codes drawn to estimate how often the refinement filters pass
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         config = LatentDirection.config_for(args.preset, parse_set_args(args.set))
-        if config.generator.kind == "train":
+        if resolved_kind(config.generator) == "train":
             raise UserError("explore needs a pretrained generator (generator.kind=face_dcgan|ganseg_run|custom)")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

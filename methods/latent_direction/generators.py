@@ -10,7 +10,8 @@ can be downloaded here), so it only ever talks to a ``GeneratorAdapter``:
   (the direction search back-propagates through it); the weights are frozen;
 - ``describe()``: a JSON-able dict for the run record (which generator, what data it saw).
 
-Implementations (``GeneratorConfig.kind``):
+Implementations (``GeneratorConfig.kind``; the default ``auto`` picks ``ganseg_run`` when
+``generator.run`` is set, ``custom`` when ``generator.target`` is set, else ``train``):
 
 - ``train``: a small DCGAN the method trains itself on the protocol's fit images (default);
 - ``face_dcgan``: the pretrained 64 px face DCGAN inside the PyPI package ``gan-face-generate``
@@ -25,6 +26,7 @@ Implementations (``GeneratorConfig.kind``):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 from dataclasses import dataclass
@@ -44,7 +46,8 @@ FACE_Z_DIM, FACE_WIDTH, FACE_SIZE = 100, 64, 64  # the package's DCGAN: nz=100, 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    kind: Literal["train", "face_dcgan", "ganseg_run", "custom"] = "train"
+    # "auto": ganseg_run when ``run`` is set, custom when ``target`` is set, otherwise train.
+    kind: Literal["auto", "train", "face_dcgan", "ganseg_run", "custom"] = "auto"
     run: str = ""  # ganseg_run: a GANSeg run directory (with checkpoints/final)
     target: str = ""  # custom: "module:callable"
     checkpoint: str = ""  # custom: passed to the callable
@@ -221,8 +224,19 @@ def _import_target(target: str) -> Callable[[str], Any]:
     return factory
 
 
+def resolved_kind(cfg: GeneratorConfig) -> str:
+    """The generator kind ``cfg`` asks for, with ``auto`` resolved from the fields that are set."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    if cfg.run and cfg.target:
+        raise UserError("set either generator.run (a GANSeg run) or generator.target (your own generator), not both")
+    return "ganseg_run" if cfg.run else "custom" if cfg.target else "train"
+
+
 def build_pretrained_generator(cfg: GeneratorConfig) -> GeneratorAdapter:
     """The adapter for every kind except ``train`` (which needs the fit images; see method.py)."""
+    kind = resolved_kind(cfg)
+    cfg = dataclasses.replace(cfg, kind=kind)
     if cfg.kind == "face_dcgan":
         return load_face_dcgan()
     if cfg.kind == "ganseg_run":

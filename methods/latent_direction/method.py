@@ -30,7 +30,8 @@ from benchmark.records import StatsLog
 from methods.base import PARTS, Method
 from methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
 from methods.latent_direction.directions import DirectionConfig, optimise_direction
-from methods.latent_direction.generators import GeneratorConfig, ModuleGenerator, build_pretrained_generator
+from methods.latent_direction.generators import (GeneratorConfig, ModuleGenerator, build_pretrained_generator,
+                                                 resolved_kind)
 from methods.latent_direction.masks import MASK_RULES, MaskedPairStream, RefineConfig, resize_pairs
 
 log = logging.getLogger("segbench")
@@ -99,7 +100,7 @@ class LatentDirection(Method):
     def build_generator(self, train_images: Any, *, workdir: Path, seed: int, stats: StatsLog | None,
                         progress: bool = True) -> Any:
         cfg = self.config.generator
-        if cfg.kind != "train":
+        if resolved_kind(cfg) != "train":
             return build_pretrained_generator(cfg)
         from methods.latent_direction.dcgan import train_dcgan
 
@@ -168,7 +169,8 @@ class LatentDirection(Method):
         return mask_from_grays(light, gray(g.generate(z)), dark, stream.rule)
 
     # ----- Method interface ----------------------------------------------------------
-    def fit(self, train_images: Any, *, workdir: Path, seed: int, progress: bool = True) -> None:
+    def fit(self, train_images: Any, *, workdir: Path, seed: int) -> None:
+        progress = self.progress
         workdir = Path(workdir)
         training = workdir / "checkpoints" / "training"
         stats = StatsLog(workdir / "stats.jsonl")
