@@ -274,6 +274,21 @@ def test_missing_face_extra_and_ganseg_run_are_user_errors(monkeypatch, tmp_path
         gens.build_pretrained_generator(gens.GeneratorConfig(kind="ganseg_run"))
 
 
+def test_ganseg_run_adapter_generates_and_is_differentiable(tmp_path, fit_images):
+    from methods.ganseg.method import GANSeg
+
+    ganseg = GANSeg(GANSeg.config_for("smoke", {"num_parts": 2}))
+    ganseg.progress = False
+    ganseg.fit(fit_images, workdir=tmp_path / "fit", seed=0)
+    ganseg.save(tmp_path / "checkpoints" / "final")  # where the runner puts a run's final checkpoint
+    adapter = gens.build_pretrained_generator(gens.GeneratorConfig(run=str(tmp_path)))  # kind=auto
+    _check_adapter(adapter, 32)
+    assert adapter.z_dim == ganseg.latent_dim and adapter.describe()["kind"] == "ganseg_run"
+    z = adapter.sample_z(2, 0).requires_grad_(True)
+    adapter.generate(z).mean().backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
 def test_auto_kind_follows_the_fields_that_are_set():
     assert gens.resolved_kind(gens.GeneratorConfig()) == "train"
     assert gens.resolved_kind(gens.GeneratorConfig(run="runs/x")) == "ganseg_run"  # --set generator.run=... alone
