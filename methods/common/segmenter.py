@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from torch import nn
 
 from benchmark.errors import UserError
 from benchmark.records import StatsLog
+from methods.common.checkpoint import save_atomic
 from methods.common.pairs import PairSource, check_pairs
 from methods.common.unet import UNet
 
@@ -223,13 +223,6 @@ def _config_dict(config: SegmenterConfig) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
 
 
-def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
-
-
 def _check_resume(state: dict[str, Any], config: SegmenterConfig, num_classes: int, seed: int,
                   path: Path) -> None:
     now = _config_dict(config)
@@ -295,7 +288,7 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
                        "pair_rng": pair_rng.get_state(), "torch_rng": torch.get_rng_state()}
             if cuda:
                 payload["cuda_rng"] = torch.cuda.get_rng_state(device)
-            _save_checkpoint(path, payload)
+            save_atomic(path, payload)
 
         model.train()
         last: dict[str, float] = {}

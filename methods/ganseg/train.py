@@ -10,7 +10,6 @@ checkpoint is bit-identical on CPU to one that never stopped.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from benchmark.errors import UserError
 from benchmark.records import StatsLog
+from methods.common.checkpoint import save_atomic
 from methods.ganseg.config import RESUMABLE_FIELDS, GANSegConfig, lambda_con
 from methods.ganseg.discriminator import Discriminator
 from methods.ganseg.figures import save_sample_grid
@@ -95,13 +95,6 @@ def _normalise(obj: Any) -> Any:
     return obj
 
 
-def _atomic_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def _mask_stats(out: dict) -> dict[str, float]:
     masks = out["masks"].detach()
     areas = masks.mean(dim=(0, 2, 3))  # fraction of the image per channel
@@ -160,11 +153,11 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset, *, w
     lam_area = 0.0 if config.no_area or not use_reg else config.lambda_area
 
     def save() -> None:
-        _atomic_save({"format": CHECKPOINT_FORMAT, "step": step, "seed": seed, "config": _config_key(config),
+        save_atomic(path, {"format": CHECKPOINT_FORMAT, "step": step, "seed": seed, "config": _config_key(config),
                       "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
                       "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                       "noise_rng": noise_rng.get_state(), "data_rng": data_rng.get_state(),
-                      "data_buffer": real.buffer, "torch_rng": torch.get_rng_state()}, path)
+                      "data_buffer": real.buffer, "torch_rng": torch.get_rng_state()})
 
     def samples(tag: str) -> None:
         generator.eval()

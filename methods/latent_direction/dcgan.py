@@ -12,7 +12,6 @@ bit-identically on CPU from ``gan_training.pt`` (model, optimisers, step, RNG st
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from torch import nn
 
 from benchmark.errors import UserError
 from benchmark.records import StatsLog
+from methods.common.checkpoint import save_atomic
 
 GAN_CHECKPOINT_NAME = "gan_training.pt"
 GAN_CHECKPOINT_FORMAT = 1
@@ -104,13 +104,6 @@ def load_fit_images(train_images: Any, image_size: int) -> torch.Tensor:
     return out
 
 
-def _save_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def train_dcgan(cfg: Any, train_images: Any, *, seed: int, checkpoint_dir: Path | None,
                 stats: StatsLog | None = None, progress: bool = True) -> tuple[DCGANGenerator, dict[str, Any]]:
     """Train a DCGAN on ``train_images`` with the settings of ``cfg`` (a ``GeneratorConfig``).
@@ -154,7 +147,7 @@ def train_dcgan(cfg: Any, train_images: Any, *, seed: int, checkpoint_dir: Path 
 
         def save() -> None:
             if path is not None:
-                _save_atomic(path, {"format": GAN_CHECKPOINT_FORMAT, "settings": settings, "step": step,
+                save_atomic(path, {"format": GAN_CHECKPOINT_FORMAT, "settings": settings, "step": step,
                                     "G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
                                     "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
                                     "torch_rng": torch.get_rng_state()})
