@@ -102,10 +102,11 @@ RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "d
 
 PRESETS = {
     "paper": {},
-    # ~11 min in total on this 2-core CPU (measured: 1,200 GAN steps at ~2.7 it/s, 600 segmenter
-    # steps at ~3 it/s): a 32 px GAN (stages 16, 32) with narrow branches, a 4-px margin, 1x1
+    # 11 min on this 2-core CPU with num_threads=2 (1,200 GAN steps at ~2.7 it/s, 600 segmenter
+    # steps at ~3 it/s), 20-28 min with one thread while other runs share the CPU: a 32 px GAN (stages 16, 32) with narrow branches, a 4-px margin, 1x1
     # SPADE style convs and batch 16. Not the paper's scale; the structure and losses are
-    # unchanged. One thread so that results do not depend on the machine's core count.
+    # unchanged. One thread so that results do not depend on the machine's core count. Tried and
+    # rejected: tanh(MLP/5) with lr_g 4e-4 (fg IoU 0.08/0.16/0.02 on synthetic_parts seeds 0-2).
     "quick": {
         "image_size": 32,
         "generator.resolutions": (16, 32),
