@@ -16,12 +16,7 @@ from methods.ganseg.method import GANSeg
 from methods.ganseg.train import build_networks, train_gan
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def smoke(**overrides) -> GANSegConfig:

@@ -42,13 +42,7 @@ def square_pairs(batch_size: int, generator: torch.Generator, size: int = 24):
 SQUARES = FunctionPairSource(2, square_pairs)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run far faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_soft_dice_hand_computed():

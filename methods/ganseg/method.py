@@ -12,33 +12,21 @@ uniform on (-1, 1)^2 (its vertical part ignored with ``generator.bg_shift=horizo
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from benchmark.records import StatsLog, write_json
 from methods.base import PARTS, SAMPLES, Method
 from methods.common.pairs import FunctionPairSource
+from methods.common.runtime import torch_threads
 from methods.common.segmenter import build_segmenter, segment, train_segmenter
 from methods.ganseg.config import PRESETS, GANSegConfig, validate
 from methods.ganseg.generator import GANSegGenerator
 from methods.ganseg.train import build_networks, resolve_device, train_gan
 
 SEGMENTER_CHECKPOINTS = Path("checkpoints") / "segmenter"
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads (0 = unchanged), restoring the previous setting."""
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class GANSeg(Method):
