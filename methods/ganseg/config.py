@@ -102,11 +102,14 @@ RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "d
 
 PRESETS = {
     "paper": {},
-    # 11 min on this 2-core CPU with num_threads=2 (1,200 GAN steps at ~2.7 it/s, 600 segmenter
-    # steps at ~3 it/s), 20-28 min with one thread while other runs share the CPU: a 32 px GAN (stages 16, 32) with narrow branches, a 4-px margin, 1x1
-    # SPADE style convs and batch 16. Not the paper's scale; the structure and losses are
-    # unchanged. One thread so that results do not depend on the machine's core count. Tried and
-    # rejected: tanh(MLP/5) with lr_g 4e-4 (fg IoU 0.08/0.16/0.02 on synthetic_parts seeds 0-2).
+    # A 32 px GAN (stages 16, 32) with narrow branches, a 4-px margin, 1x1 SPADE style convs and
+    # batch 16: not the paper's scale; the structure and losses are unchanged. On this 2-core CPU:
+    # 17.5 min with one thread while another run uses the other core (1,200 GAN steps at ~1.65
+    # it/s, 600 segmenter steps), 11 min alone with num_threads=2. One thread so that results do
+    # not depend on the machine's core count. synthetic_parts seeds 0/1/2: fg IoU
+    # 0.263/0.107/0.183 (centre_prior 0.123). Tried on the weak seed 1 and rejected (fg IoU):
+    # point_divisor 4 (0.080) or 2 (0.068); steps 2000 (0.104); fixed_sigma 0.15 (0.102) or 0.25
+    # (0.114); and on seeds 0-2, tanh(MLP/5) with lr_g 4e-4 and con_reduce sum (0.08/0.16/0.02).
     "quick": {
         "image_size": 32,
         "generator.resolutions": (16, 32),
