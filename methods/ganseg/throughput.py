@@ -38,7 +38,7 @@ class RandomImages(torch.utils.data.Dataset):
 
 
 def measure(config, steps: int, warmup: int) -> dict:
-    from methods.ganseg.train import build_networks, train_gan
+    from methods.ganseg.train import train_gan
 
     images = RandomImages(max(4 * config.batch_size, 64), config.image_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,12 +50,10 @@ def measure(config, steps: int, warmup: int) -> dict:
         t0 = time.perf_counter()
         _, info = train_gan(timed, images, workdir=f"{tmp}/timed", seed=0, progress=False)
         wall = time.perf_counter() - t0
-    gen, disc = build_networks(config, seed=0)
     return {"image_size": config.image_size, "batch_size": config.batch_size, "steps_timed": steps,
             "s_per_it": round(info["gan_seconds"] / steps, 4), "it_s": round(steps / info["gan_seconds"], 4),
             "wall_s_incl_setup": round(wall, 2),
-            "generator_params": sum(p.numel() for p in gen.parameters()),
-            "discriminator_params": sum(p.numel() for p in disc.parameters()),
+            "generator_params": info["generator_params"], "discriminator_params": info["discriminator_params"],
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "torch_threads": torch.get_num_threads(), "device": info["device"],
             "cpu": platform.processor() or platform.machine()}

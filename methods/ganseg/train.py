@@ -228,10 +228,12 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset, *, w
         if config.sample_every and step % config.sample_every == 0 and step < config.steps:
             samples(f"{step:06d}")
     bar.close()
+    seconds = time.perf_counter() - t_start  # training only: the final sample grid is not a step
     samples("final")
-    seconds = time.perf_counter() - t_start
     info = {"gan_steps": step, "resumed_from_step": start_step if state is not None else None,
             "gan_steps_this_call": step - start_step, "gan_seconds": round(seconds, 3),
             "gan_it_s": (step - start_step) / seconds if step > start_step else None,
+            "generator_params": sum(p.numel() for p in generator.parameters()),
+            "discriminator_params": sum(p.numel() for p in discriminator.parameters()),
             "lambda_con": lam_con, "lambda_area": lam_area, "device": str(device)}
     return generator.eval(), info

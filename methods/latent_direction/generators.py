@@ -26,7 +26,6 @@ Implementations (``GeneratorConfig.kind``; the default ``auto`` picks ``ganseg_r
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 from dataclasses import dataclass
@@ -236,15 +235,14 @@ def resolved_kind(cfg: GeneratorConfig) -> str:
 def build_pretrained_generator(cfg: GeneratorConfig) -> GeneratorAdapter:
     """The adapter for every kind except ``train`` (which needs the fit images; see method.py)."""
     kind = resolved_kind(cfg)
-    cfg = dataclasses.replace(cfg, kind=kind)
-    if cfg.kind == "face_dcgan":
+    if kind == "face_dcgan":
         return load_face_dcgan()
-    if cfg.kind == "ganseg_run":
+    if kind == "ganseg_run":
         if not cfg.run:
             raise UserError("generator.kind=ganseg_run needs generator.run=RUN_DIR (a GANSeg run directory)")
         return GANSegGenerator(cfg.run)
-    if cfg.kind == "custom":
+    if kind == "custom":
         if not cfg.target:
             raise UserError("generator.kind=custom needs generator.target=module:callable")
         return CustomGenerator(cfg.target, cfg.checkpoint)
-    raise UserError(f"generator.kind={cfg.kind!r} is not a pretrained generator kind")
+    raise UserError(f"generator.kind={kind!r} is not a pretrained generator kind")
