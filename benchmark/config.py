@@ -111,13 +111,15 @@ def parse_set_args(items: list[str]) -> dict[str, str]:
 
 
 def resolve_config(config_cls: type, presets: Mapping[str, Mapping[str, Any]], preset: str,
-                   overrides: Mapping[str, Any] = {}) -> Any:
-    """Defaults (the paper's values) -> named preset -> user overrides."""
+                   overrides: Mapping[str, Any] = {}, dataset_values: Mapping[str, Any] = {}) -> Any:
+    """Defaults (the paper's values) -> the dataset's values (the released per-dataset settings)
+    -> named preset -> user overrides."""
     if preset not in presets:
         close = difflib.get_close_matches(preset, list(presets), n=3, cutoff=0.4)
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(presets)}"
         raise UserError(f"unknown preset {preset!r}; {hint}")
-    config = apply_overrides(config_cls(), presets[preset])
+    config = apply_overrides(config_cls(), dataset_values)
+    config = apply_overrides(config, presets[preset])
     return apply_overrides(config, overrides)
 
 

@@ -64,7 +64,7 @@ def resolve(req: RunRequest) -> Resolved:
     overrides = dict(req.overrides)
     if method_cls.fixed_num_parts is None and "num_parts" not in overrides:
         overrides["num_parts"] = spec.num_parts  # the protocol's K unless the user sets one
-    config = method_cls.config_for(req.preset, overrides)
+    config = method_cls.config_for(req.preset, overrides, dataset=spec.dataset)
     protocol = protocol_cls(req.options)
     dataset = DATASETS.get(spec.dataset)(root=resolve_data_root(req.data_root, spec.dataset),
                                           image_size=spec.image_size, **spec.dataset_options)

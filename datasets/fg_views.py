@@ -67,18 +67,32 @@ def augment_image(image: torch.Tensor, augmentation: GansegAugmentation) -> torc
 
 class AugmentedFitImages(FitImages):
     """The fit view under augmentation: ``repeat * N`` items, item ``i`` a fresh random draw on
-    image ``i % N``. Holds only the length, the image loader and the augmentation settings."""
+    image ``i % N``. Holds only the length, the image loader and the augmentation settings.
+
+    A consumer that caches images must cache ``base_image(i % base_length)`` and call
+    ``augment`` on every read (as GANSeg's ``RealImages`` does): caching ``self[i]`` would freeze
+    one draw per item for the whole run."""
 
     def __init__(self, length: int, load_image: Callable[[int], np.ndarray],
                  augmentation: GansegAugmentation) -> None:
         super().__init__(length * augmentation.repeat, load_image)
-        self._base_length = length
+        self.base_length = length
         self._augmentation = augmentation
+
+    def base_image(self, index: int) -> torch.Tensor:
+        """Image ``index`` (0 <= index < base_length) before augmentation, float [3, S, S]."""
+        if not 0 <= index < self.base_length:
+            raise IndexError(index)
+        return to_tensor(self._load_image(index))
+
+    def augment(self, image: torch.Tensor) -> torch.Tensor:
+        """A fresh random draw of the augmentation on a float [3, S, S] image in [0, 1]."""
+        return augment_image(image, self._augmentation)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < self._length:
             raise IndexError(index)
-        return augment_image(to_tensor(self._load_image(index % self._base_length)), self._augmentation)
+        return self.augment(self.base_image(index % self.base_length))
 
 
 class ViewSplit(RealFormatSplit):

@@ -78,6 +78,9 @@ class Method(ABC):
 
     Config: ClassVar[type]
     PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]]
+    # Per-dataset values (dataset name -> field overrides) applied before any preset: the
+    # authors' released per-dataset settings, so ``paper`` on CUB is the CUB configuration.
+    DATASET_PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     produces: ClassVar[frozenset[str]] = frozenset({PARTS})
     # Foreground-only methods fix K (=1); others take K from the protocol unless --set.
     fixed_num_parts: ClassVar[int | None] = None
@@ -89,11 +92,13 @@ class Method(ABC):
 
     # ----- configuration -------------------------------------------------------------
     @classmethod
-    def config_for(cls, preset: str = "paper", overrides: Mapping[str, Any] = {}) -> Any:
+    def config_for(cls, preset: str = "paper", overrides: Mapping[str, Any] = {},
+                   dataset: str | None = None) -> Any:
+        """Defaults -> ``DATASET_PRESETS[dataset]`` (if any) -> ``PRESETS[preset]`` -> overrides."""
         missing = [p for p in PRESET_NAMES if p not in cls.PRESETS]
         if missing:
             raise TypeError(f"{cls.__name__}.PRESETS lacks {missing}")
-        return resolve_config(cls.Config, cls.PRESETS, preset, overrides)
+        return resolve_config(cls.Config, cls.PRESETS, preset, overrides, cls.DATASET_PRESETS.get(dataset or "", {}))
 
     @property
     def num_parts(self) -> int:

@@ -106,6 +106,26 @@ def test_ganseg_augmentation_only_on_the_train_fit_view(pristine):
         CUB(pristine["cub"], augment="flip")
 
 
+def test_ganseg_training_reads_fresh_crops_every_epoch_with_the_image_cache(pristine):
+    """Audit row 9: the uint8 cache must hold the un-augmented images and the crop be redrawn
+    per read; caching the augmented items froze one crop per item (12 distinct in 20 epochs)."""
+    from methods.ganseg.train import RealImages
+
+    fit = CUB(pristine["cub"], image_size=64, augment="ganseg").split("train").fit_images()
+    real = RealImages(fit, 64, max_mb=64)
+    assert real.cache is not None and real.cache.shape[0] == 6  # the 6 base images, not 18 draws
+    torch.manual_seed(0)
+    rng = torch.Generator().manual_seed(0)
+    seen = {}
+    for _ in range(20):  # 20 epochs of 18 items
+        for _ in range(3):
+            batch = real.batch(6, rng, hflip=False)
+            for image in batch:
+                seen[image.numpy().tobytes()] = True
+    # 360 reads; frozen draws would give at most 18 distinct images (6 images x 3 repeats)
+    assert len(seen) > 250
+
+
 def test_flowers_splits_swap_trnid_and_tstid_and_masks_follow_the_rule(pristine):
     data = Flowers(pristine["flowers"], image_size=16)
     for name, ids in fx_flowers.SPLIT_IDS.items():

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from benchmark.errors import UserError
-from methods.ganseg.config import GANSegConfig, lambda_con, validate
-from methods.ganseg.layers import RelativePositionalEncoding, heatmaps, linear_tau, part_statistics, pixel_centres
-from methods.ganseg.losses import area_loss, concentration_loss, gradient_penalty
+from methods.ganseg.config import DATASET_PRESETS, GANSegConfig, validate
+from methods.ganseg.layers import RelativePositionalEncoding, grid_coordinates, heatmaps, linear_tau, part_statistics
+from methods.ganseg.losses import area_loss, area_target_code, concentration_loss, gradient_penalty
 from methods.ganseg.method import GANSeg
 from methods.ganseg.train import build_networks, train_gan
 
@@ -47,17 +47,24 @@ def test_eq1_part_centre_and_sigma_hand_computed():
     assert torch.allclose(linear_tau(pts, 4), torch.tensor([[1., 0.]]))
 
 
-def test_eq4_heatmap_hand_computed_and_margin_grid():
-    assert torch.allclose(pixel_centres(4, 0), torch.tensor([-.75, -.25, .25, .75]))
+def test_eq4_heatmap_hand_computed_and_margin_grids():
+    assert torch.allclose(grid_coordinates(4, 0, "pixel_centres"), torch.tensor([-.75, -.25, .25, .75]))
     # a 1-pixel margin continues the pitch: eq. 12's grid [-1 - 2m/r, 1 + 2m/r]
-    assert torch.allclose(pixel_centres(4, 1), torch.tensor([-1.25, -.75, -.25, .25, .75, 1.25]))
+    assert torch.allclose(grid_coordinates(4, 1, "pixel_centres"), torch.tensor([-1.25, -.75, -.25, .25, .75, 1.25]))
+    # the code's grid: corner-aligned linspace(-1, 1, r), margin of the same pitch 2/(r-1)
+    assert torch.allclose(grid_coordinates(5, 0, "corners"), torch.tensor([-1., -.5, 0., .5, 1.]))
+    assert torch.allclose(grid_coordinates(5, 2, "corners"), torch.linspace(-2, 2, 9))
     centre, sigma = torch.tensor([[[-.25, .25]]]), torch.tensor([[.5]])
-    h = heatmaps(centre, sigma, 4, 0)[0, 0]  # [row (y), column (x)]
+    h = heatmaps(centre, sigma, 4, 0, "gaussian", "pixel_centres")[0, 0]  # [row (y), column (x)]
     assert h[2, 1].item() == pytest.approx(1.0)  # at the centre
     assert h[2, 2].item() == pytest.approx(math.exp(-1))  # d = 0.5 = sigma: exp(-d^2 / sigma^2)
     assert h[0, 3].item() == pytest.approx(math.exp(-8))  # d^2 = 1 + 1
-    lin = heatmaps(centre, torch.tensor([[1.]]), 4, 0, kind="linear")[0, 0]
-    assert lin[2, 2].item() == pytest.approx(0.5) and lin[0, 3].item() == 0.0  # 1 - d / tau, clamped
+    lin = heatmaps(centre, torch.tensor([[1.]]), 4, 0, "linear", "pixel_centres")[0, 0]
+    assert lin[2, 2].item() == pytest.approx(0.5, abs=1e-5) and lin[0, 3].item() == 0.0  # 1 - d / tau, clamped
+    # on the code's grid (5 px: -1, -.5, 0, .5, 1) around (0, 0) with tau 1: 1 - d / (1 + 1e-6)
+    lin = heatmaps(torch.zeros(1, 1, 2), torch.ones(1, 1), 5, 0)[0, 0]
+    assert lin[2, 2].item() == 1.0 and lin[2, 3].item() == pytest.approx(0.5, abs=1e-5)
+    assert lin[0, 0].item() == 0.0  # d = sqrt 2 > tau
 
 
 def test_eq16_concentration_hand_computed():
@@ -67,8 +74,10 @@ def test_eq16_concentration_hand_computed():
     masks[0, 0, 0, 0] = 0.3  # normalisation makes the scale irrelevant
     masks[0, 1] = 0.25
     centres = torch.tensor([[[.5, -.5], [0., 0.]]])
-    assert concentration_loss(masks, centres, "sum").item() == pytest.approx(1.5, abs=1e-5)
-    assert concentration_loss(masks, centres, "mean").item() == pytest.approx(0.75, abs=1e-5)
+    assert concentration_loss(masks, centres, "sum", "pixel_centres").item() == pytest.approx(1.5, abs=1e-5)
+    assert concentration_loss(masks, centres, "mean", "pixel_centres").item() == pytest.approx(0.75, abs=1e-5)
+    # the code's grid puts the 2x2 pixels at +-1: part 1 d^2 = 4 + 0, part 2 d^2 = 2 everywhere
+    assert concentration_loss(masks, centres * 2, "mean").item() == pytest.approx((4 + 2) / 2, abs=1e-5)
 
 
 def test_eq17_area_hand_computed():
@@ -78,7 +87,16 @@ def test_eq17_area_hand_computed():
     heat[0, 1, 0, 0] = 1.0  # sum 1
     masks[0, 0, :, 0] = 1.0  # sum 2 -> gap 1
     masks[0, 1] = 1.0  # sum 4 -> gap -3, clamped to 0
-    assert area_loss(masks, heat).item() == pytest.approx(1.0)
+    assert area_loss(masks, heat.sum(dim=(-2, -1))).item() == pytest.approx(1.0)  # eq. 17's target
+
+
+def test_code_area_target_is_pi_tau_pixels_squared():
+    # a square of half-side 0.5: mean |offset| = 0.5; at 8 px, tau = 0.5 * 4 = 2 px -> 4 pi
+    pts = torch.tensor([[[-.5, -.5], [.5, -.5], [-.5, .5], [.5, .5]]])
+    assert area_target_code(pts, 4, 8).item() == pytest.approx(4 * math.pi)
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[0, 0, :2, :5] = 1.0  # area 10 -> gap 4 pi - 10
+    assert area_loss(masks, area_target_code(pts, 4, 8)).item() == pytest.approx(4 * math.pi - 10, abs=1e-5)
 
 
 def test_gradient_penalty_variants_on_a_linear_critic():
@@ -100,10 +118,34 @@ def test_eq5_encoding_matches_literal_difference_form():
     assert torch.allclose(fast, literal, atol=1e-5)
 
 
-def test_lambda_con_is_c_con_times_k_as_in_table_1():
-    assert lambda_con(GANSegConfig()) == 10.0  # CelebA K=8, C_con 1.25
-    assert lambda_con(GANSegConfig(num_parts=10, con_coef_per_part=3.0)) == 30.0  # Taichi
-    assert lambda_con(GANSegConfig(con_coef_per_part=3.75)) == 30.0  # Flowers K=8
+def test_paper_preset_per_dataset_is_the_released_parameters():
+    """log/gan_<dataset>/parameters.json and train_gan.py's 30 epochs x min(n/64, 1002) steps."""
+    def paper(dataset):
+        return GANSeg.config_for("paper", dataset=dataset)
+    celeba, taichi, cub, flowers = (paper(d) for d in ("celeba_wild", "taichi", "cub", "flowers"))
+    assert (celeba.num_parts, celeba.lambda_con, celeba.steps) == (8, 10.0, 21_360)
+    assert (taichi.num_parts, taichi.lambda_con, taichi.steps) == (10, 30.0, 30_060)
+    assert (cub.lambda_con, cub.steps, cub.generator.channels) == (10.0, 14_040, (512, 256, 256, 128, 128, 64))
+    assert cub.generator.resolutions == (32, 32, 64, 64, 128, 128) and not cub.generator.single_conv_head
+    assert (flowers.lambda_con, flowers.steps, flowers.generator.single_conv_head) == (30.0, 8_640, True)
+    for cfg in (celeba, taichi, cub, flowers):
+        g = cfg.generator
+        assert (cfg.gp, cfg.con_reduce, cfg.area_target, cfg.segmenter.dice) == ("centred", "mean", "code", "per_image")
+        assert (g.heatmap, g.bg_shift, g.coord_grid, g.mask_resize, g.head_lrelu, g.mlp_depths) == \
+            ("linear", "horizontal", "corners", "bilinear", True, (5, 4, 4))
+        validate(cfg)
+    # a preset's own values win over the dataset's; the user's over both
+    quick_cub = GANSeg.config_for("quick", {"steps": "7"}, dataset="cub")
+    assert quick_cub.generator.resolutions == (16, 32) and quick_cub.steps == 7 and quick_cub.lambda_con == 10.0
+    assert set(DATASET_PRESETS) >= {"celeba_wild", "celeba_aligned", "taichi", "cub", "flowers"}
+
+
+def test_paper_parameter_counts_equal_the_official_on_celeba_wild():
+    """The official Generator / Discriminator at the released celeba_wild_k8 parameters have
+    17,793,225 / 23,726,721 trainable parameters."""
+    gen, disc = build_networks(GANSeg.config_for("paper", dataset="celeba_wild"), seed=0)
+    assert sum(p.numel() for p in gen.parameters() if p.requires_grad) == 17_793_225
+    assert sum(p.numel() for p in disc.parameters() if p.requires_grad) == 23_726_721
 
 
 # ----------------------------------------------------------------------------- generator
@@ -130,8 +172,11 @@ def test_ablation_switches_build_and_generate(switch):
 
 
 def _equivariance_setup():
+    # equivariance is a property of the self-consistent grid and area pooling (the paper's text);
+    # the code's corner grid is off by up to half a pixel per upsample (audit row 13)
     cfg = smoke(image_size=64, **{"generator.resolutions": (16, 32, 64), "generator.channels": (16, 8, 8),
-                                  "generator.margin": 10})
+                                  "generator.margin": 10, "generator.coord_grid": "pixel_centres",
+                                  "generator.mask_resize": "area"})
     gen, _ = build_networks(cfg, seed=1)
     gen.train()
     with torch.no_grad():  # give BatchNorm non-trivial running statistics
@@ -176,7 +221,7 @@ def test_translation_equivariance_of_images_for_an_object_inside_the_frame():
 
     def localized_masks(points):
         lay = gen.layout_from_points(points, emb, bg_emb, bg)
-        heat = heatmaps(lay.centres, torch.full_like(lay.sigma, 0.15), 64, 0)
+        heat = heatmaps(lay.centres, torch.full_like(lay.sigma, 0.15), 64, 0, "gaussian", "pixel_centres")
         return torch.softmax(torch.cat([torch.full_like(heat[:, :1], 2.0), 12 * heat], dim=1), dim=1)
 
     with torch.no_grad():
@@ -193,8 +238,12 @@ def test_every_layer_has_its_own_parameters():
         assert len(list(net.named_modules(remove_duplicate=False))) == len(list(net.named_modules()))
         params = list(net.parameters())
         assert len({p.data_ptr() for p in params}) == len(params)
-    linears = [m for m in gen.point_mlp if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == smoke().generator.mlp_layers
+    for mlp, depth in zip((gen.point_mlp, gen.app_mlp, gen.bg_mlp), smoke().generator.mlp_depths):
+        assert len([m for m in mlp if isinstance(m, torch.nn.Linear)]) == depth
+    paper_gen, _ = build_networks(GANSeg.config_for("paper"), seed=0, discriminator=False)
+    depths = [len([m for m in mlp if isinstance(m, torch.nn.Linear)])
+              for mlp in (paper_gen.point_mlp, paper_gen.app_mlp, paper_gen.bg_mlp)]
+    assert depths == [5, 4, 4]  # generator.py:152-172
     assert not torch.equal(gen.fg_blocks[0].conv2.weight[:1, :1], gen.fg_blocks[1].conv2.weight[:1, :1])
 
 

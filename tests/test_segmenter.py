@@ -13,7 +13,8 @@ from benchmark.errors import UserError
 from benchmark.records import StatsLog
 from methods.common.pairs import FunctionPairSource, PairSource, check_pairs
 from methods.common.segmenter import (CHECKPOINT_NAME, SegmenterConfig, build_segmenter, lr_at,
-                                      segment, segmentation_loss, soft_dice_loss, train_segmenter)
+                                      official_dice_loss, segment, segmentation_loss, soft_dice_loss,
+                                      train_segmenter)
 from methods.common.unet import unet_widths
 
 # 2x2 image, 2 classes: labels and the probability of class 1 per pixel.
@@ -60,13 +61,29 @@ def test_soft_dice_zero_for_perfect_prediction():
     assert soft_dice_loss(1 - onehot, LABELS, 0.0) == pytest.approx(1.0, abs=1e-7)
 
 
+def test_official_per_image_dice_hand_computed():
+    # one image: the same sums as above with eps 1e-8 instead of s -> 30/91
+    assert official_dice_loss(PROBS, LABELS).item() == pytest.approx(30 / 91, abs=1e-6)
+    # two images: image 2 all background, predicted p0 = .5 everywhere. Per image and channel:
+    # image 2, channel 0: 1 - 2*2/(2+4) = 1/3; channel 1 (absent): 1 - eps/(2 + eps) ~ 1.
+    # mean over (b, c) = (1 - 1.6/2.8 + 1 - 4/5.2 + 1/3 + 1) / 4
+    labels = torch.cat([LABELS, torch.zeros_like(LABELS)])
+    probs = torch.cat([PROBS, torch.full_like(PROBS, 0.5)])
+    expected = (1 - 1.6 / 2.8 + 1 - 4 / 5.2 + 1 / 3 + 1) / 4
+    assert official_dice_loss(probs, labels).item() == pytest.approx(expected, abs=1e-6)
+    # the batch-pooled Dice weighs the absent class differently
+    assert soft_dice_loss(probs, labels, 0.0).item() != pytest.approx(expected, abs=1e-3)
+
+
 def test_loss_combination_weights():
     logits = PROBS.log()  # softmax(log p) = p
     ce = -(math.log(0.8) + math.log(0.6) + math.log(0.9) + math.log(0.5)) / 4
-    dice = 150 / 589
+    dice = 30 / 91  # per image (the GANSeg code's), one image
     total, terms = segmentation_loss(logits, LABELS, SegmenterConfig())
     assert terms["ce"].item() == pytest.approx(ce, abs=1e-6)
     assert total.item() == pytest.approx(0.5 * ce + 0.5 * dice, abs=1e-6)
+    total, _ = segmentation_loss(logits, LABELS, SegmenterConfig(dice="batch"))
+    assert total.item() == pytest.approx(0.5 * ce + 0.5 * 150 / 589, abs=1e-6)
     total, _ = segmentation_loss(logits, LABELS, SegmenterConfig(ce_weight=0.3, dice_weight=0.7))
     assert total.item() == pytest.approx(0.3 * ce + 0.7 * dice, abs=1e-6)
     total, terms = segmentation_loss(logits, LABELS, SegmenterConfig(loss="ce"))

@@ -54,7 +54,11 @@ class SegmenterConfig:
     loss: Literal["ce_dice", "ce"] = "ce_dice"  # GANSeg: 0.5 CE + 0.5 soft Dice over K+1 channels
     ce_weight: float = 0.5  # weights of the "ce_dice" loss (GANSeg: 0.5 / 0.5)
     dice_weight: float = 0.5
-    dice_smooth: float = 1.0  # additive smoothing s of the soft Dice ratio (see soft_dice_loss)
+    # Soft Dice: "per_image" = the GANSeg code's (train_seg.py:57-61: per image and channel, eps
+    # 1e-8, mean over both; official_dice_loss) | "batch" = pooled over the batch per channel
+    # with smoothing dice_smooth (soft_dice_loss).
+    dice: Literal["per_image", "batch"] = "per_image"
+    dice_smooth: float = 1.0  # additive smoothing s of the "batch" Dice ratio
     lr_decay_at: int = 0  # 0 = constant lr; Melas: x0.2 at 8k steps
     lr_decay_factor: float = 0.2
     image_size: int = 128  # segmenter input size; predictions are resized back
@@ -188,6 +192,16 @@ def soft_dice_loss(probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1.
     return 1 - dice.mean()
 
 
+def official_dice_loss(probs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """GANSeg's Dice loss (train_seg.py:57-61): for every image b and channel c,
+    1 - (2 sum_p p_bc y_bc + eps) / (sum_p p_bc + sum_p y_bc + eps), averaged over b and c.
+    Every (image, part) pair weighs the same, so small parts count as much as large ones."""
+    onehot = F.one_hot(labels, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    inter = 2 * (probs * onehot).sum(dim=(-2, -1)) + eps
+    union = probs.sum(dim=(-2, -1)) + onehot.sum(dim=(-2, -1)) + eps
+    return (1 - inter / union).mean()
+
+
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor,
                       config: SegmenterConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """``ce``: cross-entropy; ``ce_dice``: ce_weight * CE + dice_weight * soft Dice (GANSeg 0.5/0.5)."""
@@ -195,7 +209,9 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor,
     if config.loss == "ce":
         return ce, {"ce": ce}
     if config.loss == "ce_dice":
-        dice = soft_dice_loss(logits.softmax(dim=1), labels, config.dice_smooth)
+        probs = logits.softmax(dim=1)
+        dice = official_dice_loss(probs, labels) if config.dice == "per_image" else \
+            soft_dice_loss(probs, labels, config.dice_smooth)
         return config.ce_weight * ce + config.dice_weight * dice, {"ce": ce, "dice": dice}
     raise UserError(f"unknown segmenter loss {config.loss!r}; choose ce or ce_dice")
 

@@ -1,16 +1,36 @@
-"""GANSeg configuration: the paper's values as defaults, named presets for smaller machines.
+"""GANSeg configuration: the released code's values as defaults, the paper's text as named switches.
 
-Sources: He et al. CVPR 2022 §3 (architecture, eq. 1-19), supplement §B.4 / Table 1 / §F.4
-(hyper-parameters), ../shared/docs/REFERENCE.md §2 (code-level facts the papers omit).
+Sources: the official code xingzhehe/GANSeg (commit a3f5078; ``file:line`` below are into it) and
+its released ``log/gan_<dataset>/parameters.json``; He et al. CVPR 2022 §3 (eq. 1-19) and the
+supplement (§B.4, Table 1, §F.4). ``../shared/docs/ganseg_code_audit.md`` lists every place where
+the two disagree; the ``paper`` preset is the code (what produced the papers' numbers), and each
+paper-text variant is one switch:
 
-Per-dataset values (set them with ``--set``; the defaults are CelebA-in-the-wild):
-    CelebA-wild  K=8   con_coef_per_part=1.25 (lambda_con 10)  bg_shift=both
-    Taichi       K=10  con_coef_per_part=3    (lambda_con 30)  bg_shift=horizontal
-    CUB          K=8   con_coef_per_part=1.25 (lambda_con 10)  generator.resolutions=32,32,64,64,128,128
-    Flowers      K=8   con_coef_per_part=3.75 (lambda_con 30)  generator.resolutions=32,32,64,64,128,128
-                                                               generator.single_conv_head=true
-For the six-stage CUB/Flowers generators the papers give no widths; pass six
-``generator.channels`` too (e.g. 512,512,256,256,128,64 - our choice, not the authors').
+    switch (code default -> paper text)         source
+    gp=centred -> r1                            train_gan.py:80-87 | eq. 15 cites R1 (Mescheder)
+    con_reduce=mean -> sum                      generator.py:304-311 | eq. 16 sums over k
+    area_target=code -> heatmap                 generator.py:318-322 pi*(tau*R/2)^2 | eq. 17 sum_p H_k
+    generator.heatmap=linear -> gaussian        parameters.json use_linear=1 | eq. 1, 4
+    generator.mlp_depths=5,4,4 -> 3,3,3         generator.py:152-172 | §3.1 "3-layer MLP"
+    generator.coord_grid=corners -> pixel_centres  heatmaps.py:7-21 | eq. 12 (our self-consistent grid)
+    generator.mask_resize=bilinear -> area      generator.py:398 | (unstated; area is shift-equivariant)
+    generator.head_lrelu=true -> false          generator.py:439 | eq. 11 Conv(...)
+    generator.bg_shift=horizontal -> both       generator.py:415 zeroes the row for ALL datasets |
+                                                supplement §B.4 fixes the vertical only for Taichi
+    steps=<released per dataset> -> 30000       train_gan.py:134-135,279 (30 epochs x min(n/64,1002))
+                                                | supplement §B.4
+    segmenter.dice=per_image -> batch           train_seg.py:57-61 | (papers silent)
+
+Per-dataset values (``DATASET_PRESETS``, applied under every preset before the preset's own
+overrides; from the released parameters.json and train_gan.py's epoch arithmetic):
+
+    dataset        K   lambda_con  steps   resolutions / widths                     head
+    celeba_wild    8   10          21,360  32,32,64,128 / 512,256,128,64            conv3-lrelu-conv3
+    taichi         10  30          30,060  same                                     same
+    cub            8   10          14,040  32,32,64,64,128,128 / 512,256,256,128,128,64  same
+    flowers        8   30           8,640  same as cub                              one 1x1 conv
+celeba_aligned has no released configuration: CelebA's values with the paper's K = 10 (Tab. 1).
+faces_wild (real wild-CelebA faces here) takes celeba_wild's values.
 """
 from __future__ import annotations
 
@@ -25,7 +45,9 @@ from methods.common.segmenter import SegmenterConfig
 class GeneratorConfig:
     noise_dim: int = 256  # D_noise of z_point, z_app and z_bg_app (§3.1, REFERENCE §2)
     embed_dim: int = 64  # D_emb of the part/background embeddings (code: 64)
-    mlp_layers: int = 3  # "3-layer MLP" for points, part appearance and background appearance
+    # Linear layers of the (points, part appearance, background appearance) MLPs: the code has
+    # 5 / 4 / 4 (generator.py:152-172); the paper says "3-layer MLP" (§3.1): 3,3,3.
+    mlp_depths: tuple[int, int, int] = (5, 4, 4)
     # Feature-map resolution of each generator stage (supplement §B.4: 32, 32, 64, 128); each
     # stage is x1 or x2 the previous one; the last one is the output image size.
     resolutions: tuple[int, ...] = (32, 32, 64, 128)
@@ -38,9 +60,17 @@ class GeneratorConfig:
     adain_hidden: int = 128  # width of the FC layer that turns the style vector into gamma/beta
     margin: int = 10  # pixels of margin around every feature map (eq. 12)
     point_divisor: float = 20.0  # points = tanh(MLP(z) / 20) (REFERENCE §2)
-    heatmap: Literal["gaussian", "linear"] = "gaussian"  # paper eq. 4 | code: clamp(1 - d/tau, 0)
-    bg_shift: Literal["both", "horizontal"] = "both"  # paper: u_bg ~ U[-1,1]^2 | code: vertical = 0
+    heatmap: Literal["gaussian", "linear"] = "linear"  # code: clamp(1 - d/tau, 0) | paper eq. 4
+    bg_shift: Literal["both", "horizontal"] = "horizontal"  # code: vertical = 0 | paper: U[-1,1]^2
     single_conv_head: bool = False  # RGB head: conv3x3-lrelu-conv3x3 | one 1x1 conv (Flowers)
+    head_lrelu: bool = True  # LeakyReLU(0.2) on the blended features before the head (code :439)
+    # Coordinates of feature-map pixels: "corners" = the code's linspace(-1, 1, r) extended by
+    # m pitches 2/(r-1) (heatmaps.py:7-21; loss grid linspace(-1,1,R), generator.py:284-285);
+    # "pixel_centres" = (2j+1)/r - 1, consistent with the align_corners=False upsampling.
+    coord_grid: Literal["corners", "pixel_centres"] = "corners"
+    # Image-area masks -> stage resolution for the foreground styles: "bilinear" (align_corners
+    # False, no antialias: generator.py:398) | "area" (average pooling, shift-equivariant).
+    mask_resize: Literal["bilinear", "area"] = "bilinear"
     # Ablation switches (paper Figure 9, supplement Tables 2-4).
     no_points: bool = False  # AdaIN blocks from a learned constant instead of points/heatmaps/SPADE
     no_separate_bg: bool = False  # background generated as one more part (no AdaIN branch, no blend)
@@ -52,8 +82,11 @@ class GeneratorConfig:
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    # Residual stride-2 blocks 3 -> 64 -> ... -> 512, no normalisation, then FC to 1 (REFERENCE §2).
+    # The code's discriminator (discriminator.py:7-59): residual blocks 3 -> 64 -> ... -> 512, each
+    # conv3x3-lrelu-conv3x3-lrelu then a learned stride-2 conv3x3, skip conv1x1 stride 2,
+    # (x + skip) / sqrt 2; no normalisation; head Linear(C*h*w, fc_hidden) - lrelu - Linear(., 1).
     channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
+    fc_hidden: int = 512
 
 
 @dataclass(frozen=True)
@@ -64,26 +97,34 @@ class GANSegConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     # ----- GAN training (supplement §B.4, REFERENCE §2)
-    steps: int = 30_000  # generator updates (paper: 30k; released runs 21k CelebA / 30k Taichi)
+    # Generator updates. The released runs: 30 epochs x min(n/64, 1002) steps (train_gan.py:134-
+    # 135, 279) = 21,360 CelebA-wild (the default), 30,060 Taichi, 14,040 CUB, 8,640 Flowers
+    # (DATASET_PRESETS); supplement §B.4 says 30,000.
+    steps: int = 21_360
     batch_size: int = 64
     lr_g: float = 1e-4
     lr_d: float = 4e-4
     betas: tuple[float, float] = (0.5, 0.9)
-    gp: Literal["r1", "centred"] = "r1"  # paper: R1 ||grad||^2 | code: (||grad|| - 1)^2
+    gp: Literal["r1", "centred"] = "centred"  # code: (||grad|| - 1)^2 | paper: R1 ||grad||^2
     gp_weight: float = 10.0  # lambda_gp
     gp_every: int = 16  # penalty on every 16th discriminator step (code)
-    # lambda_con = con_coef_per_part * K (supplement eq. 7, §F.4): 1.25 CelebA/CUB, 3 Taichi,
-    # 3.75 Flowers, which gives supplement Table 1's 10 / 30 / 10 / 30 at K = 8 / 10 / 8 / 8.
-    con_coef_per_part: float = 1.25
-    # eq. 16 sums over the K parts (paper); the released code averages over them ("mean"),
-    # which is K times weaker at the same lambda_con.
-    con_reduce: Literal["sum", "mean"] = "sum"
-    lambda_area: float = 1.0  # supplement Table 1
+    # lambda_con: the released con_penalty_coef (10 CelebA/CUB, 30 Taichi/Flowers; supplement
+    # Table 1 prints the same numbers).
+    lambda_con: float = 10.0
+    # The code averages the concentration term over batch AND parts (generator.py:304-311); eq. 16
+    # sums over parts ("sum"), K times stronger at the same lambda_con (supplement §F.4 warns
+    # that large values give trivial parts).
+    con_reduce: Literal["sum", "mean"] = "mean"
+    lambda_area: float = 1.0  # released area_penalty_coef; supplement Table 1
+    # Area target per part: "code" = pi * (tau * R/2)^2 pixels with tau the mean |point - centre|
+    # (generator.py:318-322, whatever the heatmap); "heatmap" = sum_p H_k(p) (eq. 17).
+    area_target: Literal["code", "heatmap"] = "code"
     reg_every: int = 2  # concentration and area losses on every 2nd generator step (code)
     no_concentration: bool = False
     no_area: bool = False
     hflip: bool = True  # random horizontal flips of the real images (code, all datasets)
-    # ----- segmenter on generated pairs (paper §3, REFERENCE §2: DeepLabV3-ResNet50, 10k x 64)
+    # ----- segmenter on generated pairs (train_seg.py: DeepLabV3-ResNet50, 10 epochs of 64k pairs
+    # = 10k x 64, Adam 3e-4, 0.5 CE + 0.5 per-image Dice)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     # ----- bookkeeping
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -99,6 +140,18 @@ class GANSegConfig:
 # Fields that may differ between an interrupted run and its continuation.
 RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "device", "preload_max_mb",
                     "num_threads", "segmenter")
+
+# Per-dataset values of the released runs (see the module docstring), keyed by dataset name.
+_SIX_STAGES = {"generator.resolutions": (32, 32, 64, 64, 128, 128),
+               "generator.channels": (512, 256, 256, 128, 128, 64)}
+DATASET_PRESETS = {
+    "celeba_wild": {},
+    "faces_wild": {},
+    "celeba_aligned": {"num_parts": 10},
+    "taichi": {"num_parts": 10, "lambda_con": 30.0, "steps": 30_060},
+    "cub": {**_SIX_STAGES, "steps": 14_040},
+    "flowers": {**_SIX_STAGES, "lambda_con": 30.0, "steps": 8_640, "generator.single_conv_head": True},
+}
 
 PRESETS = {
     "paper": {},
@@ -124,7 +177,7 @@ PRESETS = {
         "discriminator.channels": (32, 64, 128),
         "steps": 1200,
         "batch_size": 16,
-        "con_reduce": "mean",
+        "discriminator.fc_hidden": 128,
         "segmenter.arch": "small_unet",
         "segmenter.steps": 600,
         "segmenter.batch_size": 32,
@@ -144,8 +197,9 @@ PRESETS = {
         "generator.spade_hidden": 8,
         "generator.adain_hidden": 8,
         "generator.noise_dim": 16,
-        "generator.mlp_layers": 2,
+        "generator.mlp_depths": (2, 2, 2),
         "discriminator.channels": (8, 16),
+        "discriminator.fc_hidden": 8,
         "steps": 4,
         "batch_size": 4,
         "gp_every": 2,
@@ -164,11 +218,6 @@ PRESETS = {
 }
 
 
-def lambda_con(config: GANSegConfig) -> float:
-    """lambda_con(K) = C_con * K (supplement eq. 7)."""
-    return config.con_coef_per_part * config.num_parts
-
-
 def validate(config: GANSegConfig) -> None:
     """Raise UserError for settings that cannot build or train a GANSeg model."""
     g = config.generator
@@ -184,12 +233,14 @@ def validate(config: GANSegConfig) -> None:
         raise UserError(f"generator.channels {tuple(g.channels)} needs one width per stage of {res}")
     if g.channels[0] % 2 or min(g.channels) < 1:
         raise UserError("generator.channels[0] must be even (sin/cos halves of the positional encoding)")
-    if g.margin < 0 or g.mlp_layers < 1 or g.noise_dim < 1 or g.embed_dim < 1:
-        raise UserError("generator margin must be >= 0 and mlp_layers, noise_dim, embed_dim >= 1")
+    if g.margin < 0 or len(g.mlp_depths) != 3 or min(g.mlp_depths) < 1 or g.noise_dim < 1 or g.embed_dim < 1:
+        raise UserError("generator margin must be >= 0, mlp_depths three values >= 1 (points, part "
+                        "appearance, background), noise_dim and embed_dim >= 1")
+    if g.coord_grid == "corners" and min(res) < 2:
+        raise UserError("generator.coord_grid=corners needs every resolution >= 2 (pitch 2/(r-1))")
     d = tuple(config.discriminator.channels)
-    if not d or config.image_size % (2 ** len(d)):
-        raise UserError(f"image_size {config.image_size} must be divisible by 2^{len(d)} "
-                        f"(one stride-2 block per discriminator.channels entry {d})")
+    if not d or min(d) < 1 or config.discriminator.fc_hidden < 1:
+        raise UserError(f"discriminator.channels {d} and discriminator.fc_hidden must be >= 1")
     if config.batch_size < 2:
         raise UserError(f"batch_size must be >= 2 (BatchNorm in training), got {config.batch_size}")
     for name in ("steps", "log_every", "sample_every", "checkpoint_every", "gp_every", "reg_every"):

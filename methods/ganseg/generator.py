@@ -54,9 +54,10 @@ class GANSegGenerator(nn.Module):
         d, k = c.embed_dim, num_parts
         # Level 1. Independent noise for position and appearance (§3.1).
         point_out = d if c.no_points else 2 * n_per * k
-        self.point_mlp = mlp(c.noise_dim, c.noise_dim, point_out, c.mlp_layers)
-        self.app_mlp = mlp(c.noise_dim, c.noise_dim, d, c.mlp_layers)
-        self.bg_mlp = mlp(c.noise_dim, c.noise_dim, d, c.mlp_layers)
+        depth_points, depth_app, depth_bg = c.mlp_depths
+        self.point_mlp = mlp(c.noise_dim, c.noise_dim, point_out, depth_points)
+        self.app_mlp = mlp(c.noise_dim, c.noise_dim, d, depth_app)
+        self.bg_mlp = mlp(c.noise_dim, c.noise_dim, d, depth_bg)
         self.part_const = nn.Parameter(torch.randn(k, d))  # w_k^const (an nn.Embedding in the code)
         widths = list(c.channels) + [d]  # stage i: widths[i] -> widths[i+1]
         n_stages = len(self.resolutions)
@@ -69,16 +70,16 @@ class GANSegGenerator(nn.Module):
                                              for i in range(n_stages))
             self.fg_const = nn.Parameter(torch.randn(1, widths[0], start0, start0))
         else:
-            self.mask_start = RelativePositionalEncoding(n_per * k, widths[0])
+            self.mask_start = RelativePositionalEncoding(n_per * k, widths[0], c.coord_grid)
             self.mask_blocks = nn.ModuleList(
                 SPADEResBlock(mask_widths[i], mask_widths[i + 1], d, c.spade_hidden, c.spade_kernel)
                 for i in range(n_stages))
-            self.fg_start = RelativePositionalEncoding(k, widths[0])
+            self.fg_start = RelativePositionalEncoding(k, widths[0], c.coord_grid)
         # Level 3: foreground (SPADE) and background (AdaIN) branches.
         self.fg_blocks = nn.ModuleList(SPADEResBlock(widths[i], widths[i + 1], d, c.spade_hidden,
                                                      c.spade_kernel) for i in range(n_stages))
         if not c.no_separate_bg:
-            self.bg_start = RelativePositionalEncoding(1, widths[0])
+            self.bg_start = RelativePositionalEncoding(1, widths[0], c.coord_grid)
             self.bg_blocks = nn.ModuleList(AdaINConvBlock(widths[i], widths[i + 1], d, c.adain_hidden)
                                            for i in range(n_stages))
         if c.single_conv_head:
@@ -104,15 +105,22 @@ class GANSegGenerator(nn.Module):
     # ----------------------------------------------------------------- level 1
     def layout(self, z: torch.Tensor) -> Layout:
         z_point, z_app, z_bg, n_u = self.split_latent(z)
+        return self.layout_from_noise(z_point, z_app, z_bg, torch.erf(n_u / math.sqrt(2)))  # N(0,1) -> U(-1,1)
+
+    def layout_from_noise(self, z_point: torch.Tensor, z_app: torch.Tensor, z_bg: torch.Tensor,
+                          bg_centre: torch.Tensor) -> Layout:
+        """Level 1 from the three noise vectors [B, noise_dim] and the background centre
+        u_bg [B, 2] in (-1, 1)^2 (x, y): the official code's (input_noise0, input_noise2,
+        input_noise1, bg_trans) with (row, col) swapped to (x, y)."""
         c = self.config
-        u = torch.erf(n_u / math.sqrt(2))  # N(0,1) -> U(-1,1)
-        if c.bg_shift == "horizontal":
-            u = torch.stack([u[:, 0], torch.zeros_like(u[:, 1])], dim=1)  # vertical centre fixed (Taichi)
+        u = bg_centre
+        if c.bg_shift == "horizontal":  # the code zeroes the vertical centre (generator.py:415)
+            u = torch.stack([u[:, 0], torch.zeros_like(u[:, 1])], dim=1)
         part_emb = self.app_mlp(z_app)[:, None, :] * self.part_const[None]  # eq. 3
         bg_emb = self.bg_mlp(z_bg)
         if c.no_points:
             return Layout(None, None, None, part_emb, bg_emb, u[:, None], shape_code=self.point_mlp(z_point))
-        points = torch.tanh(self.point_mlp(z_point).view(z.shape[0], -1, 2) / c.point_divisor)
+        points = torch.tanh(self.point_mlp(z_point).view(z_point.shape[0], -1, 2) / c.point_divisor)
         return self.layout_from_points(points, part_emb, bg_emb, u[:, None])
 
     def layout_from_points(self, points: torch.Tensor, part_emb: torch.Tensor, bg_emb: torch.Tensor,
@@ -127,7 +135,8 @@ class GANSegGenerator(nn.Module):
 
     # ----------------------------------------------------------------- level 2
     def part_heatmaps(self, layout: Layout, resolution: int) -> torch.Tensor:
-        return heatmaps(layout.centres, layout.sigma, resolution, self.margin, self.config.heatmap)
+        return heatmaps(layout.centres, layout.sigma, resolution, self.margin, self.config.heatmap,
+                        self.config.coord_grid)
 
     def mask_logits(self, layout: Layout) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mask logits [B, K+1, R+2m, R+2m] (channel 0 background) and the last stage's
@@ -156,12 +165,20 @@ class GANSegGenerator(nn.Module):
         """Image-area masks [B, C, R, R] -> stage resolution with a replicated margin (as the
         released code pads them).
 
-        Area averaging over aligned f x f blocks (f = R / resolution) commutes with shifts by
-        multiples of f pixels. The replicated margin is only exact when the masks are constant
-        along the border (pure background there), so the foreground branch is equivariant for
-        objects away from the border; the mask branch is equivariant everywhere inside its margin."""
+        ``mask_resize=bilinear`` (the code, generator.py:398): bilinear, align_corners=False, no
+        antialiasing, so a 4x reduction reads only the central 2x2 of each 4x4 block.
+        ``area``: averaging over aligned f x f blocks (f = R / resolution), which commutes with
+        shifts by multiples of f pixels. The replicated margin is only exact when the masks are
+        constant along the border (pure background there), so the foreground branch is
+        equivariant for objects away from the border; the mask branch is equivariant everywhere
+        inside its margin."""
         f = masks.shape[-1] // resolution
-        pooled = F.avg_pool2d(masks, f) if f > 1 else masks
+        if f == 1:
+            pooled = masks
+        elif self.config.mask_resize == "bilinear":
+            pooled = F.interpolate(masks, size=(resolution, resolution), mode="bilinear", align_corners=False)
+        else:
+            pooled = F.avg_pool2d(masks, f)
         return F.pad(pooled, [self.margin] * 4, mode="replicate") if self.margin else pooled
 
     def foreground(self, layout: Layout, masks: torch.Tensor) -> torch.Tensor:
@@ -196,9 +213,10 @@ class GANSegGenerator(nn.Module):
         return x
 
     def render(self, layout: Layout, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Levels 2-3 from a layout: images in [-1, 1] [B,3,R,R], masks [B,K+1,R,R] (softmax,
-        channel 0 background) and heatmaps [B,K,R,R] (None without points). Given ``masks``,
-        level 3 uses them instead of the mask branch's (tests, mask editing)."""
+        """Levels 2-3 from a layout: images in [-1, 1] [B,3,R,R], their pre-tanh ``head_out``,
+        masks [B,K+1,R,R] (softmax, channel 0 background) and heatmaps [B,K,R,R] (None without
+        points). Given ``masks``, level 3 uses them instead of the mask branch's (tests, mask
+        editing)."""
         m = self.margin
         maps = None
         if masks is None:
@@ -211,8 +229,11 @@ class GANSegGenerator(nn.Module):
             bg = crop_margin(self.background(layout), m)
             m_bg = masks[:, :1]
             features = (1 - m_bg) * fg + m_bg * bg  # eq. 11, blended in feature space
-        images = torch.tanh(self.head(features))
-        return {"images": images, "masks": masks, "heatmaps": None if maps is None else crop_margin(maps, m)}
+        if self.config.head_lrelu:
+            features = F.leaky_relu(features, LEAK)  # generator.py:439
+        head_out = self.head(features)
+        return {"images": torch.tanh(head_out), "head_out": head_out, "masks": masks,
+                "heatmaps": None if maps is None else crop_margin(maps, m)}
 
     def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor | Layout]:
         layout = self.layout(z)

@@ -1,10 +1,13 @@
 """GANSeg building blocks: margin grids, part statistics (eq. 1), heatmaps (eq. 4), relative
 positional encoding (eq. 5), SPADE ResBlocks (supplement §B.2), AdaIN ConvBlocks (§B.3).
 
-Coordinates: a point is (x, y) in [-1, 1]^2, x = column, y = row. The image's pixel (row i,
-column j) at resolution r has its centre at ((2j + 1)/r - 1, (2i + 1)/r - 1); a grid with an
-m-pixel margin extends the same pixel pitch m pixels beyond every border (eq. 12), so a
-margin grid at resolution r spans [-1 - 2m/r, 1 + 2m/r].
+Coordinates: a point is (x, y) in [-1, 1]^2, x = column, y = row (the official code stores
+(row, col); ``official.py`` swaps). Two pixel grids (``GeneratorConfig.coord_grid``):
+- ``corners`` (the code, heatmaps.py:7-21): pixel j of r at -1 + 2j/(r-1), so the first and last
+  pixels sit on -1 and 1; an m-pixel margin extends the same pitch 2/(r-1) m pixels further.
+- ``pixel_centres``: pixel j at (2j + 1)/r - 1, pitch 2/r; the margin grid spans
+  [-1 - 2m/r, 1 + 2m/r] (eq. 12). This one is consistent with the align_corners=False 2x
+  upsampling between stages; the code's grid is off by up to half a pixel after each upsample.
 """
 from __future__ import annotations
 
@@ -17,15 +20,30 @@ from torch import nn
 LEAK = 0.2  # LeakyReLU slope everywhere, and the kaiming init's `a` (REFERENCE §2)
 
 
-def pixel_centres(resolution: int, margin: int) -> torch.Tensor:
-    """1-D pixel-centre coordinates of a margin grid: ``resolution + 2 * margin`` values."""
-    j = torch.arange(resolution + 2 * margin, dtype=torch.float32) - margin
-    return (2 * j + 1) / resolution - 1
+GRIDS = ("corners", "pixel_centres")
 
 
-def margin_grid(resolution: int, margin: int) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_coordinates(resolution: int, margin: int, grid: str = "corners",
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
+    """1-D pixel coordinates of a margin grid: ``resolution + 2 * margin`` values.
+
+    ``corners`` is computed as the code does (linspace over the extended range) so that it
+    agrees with the official grid to the last bit in float64."""
+    dtype = dtype or torch.get_default_dtype()
+    if grid == "corners":
+        pitch = torch.linspace(-1, 1, resolution, dtype=dtype)[1] + 1  # as heatmaps.py:14 computes it
+        end = 1 + pitch * margin
+        return torch.linspace(-float(end), float(end), resolution + 2 * margin, dtype=dtype)
+    if grid == "pixel_centres":
+        j = torch.arange(resolution + 2 * margin, dtype=dtype) - margin
+        return (2 * j + 1) / resolution - 1
+    raise ValueError(f"unknown coordinate grid {grid!r}; choose one of {GRIDS}")
+
+
+def margin_grid(resolution: int, margin: int, grid: str = "corners",
+                dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(xs [1, W], ys [H, 1]) coordinates of the margin grid, broadcastable to [H, W]."""
-    c = pixel_centres(resolution, margin)
+    c = grid_coordinates(resolution, margin, grid, dtype)
     return c.view(1, -1), c.view(-1, 1)
 
 
@@ -63,20 +81,23 @@ def linear_tau(points: torch.Tensor, n_per: int) -> torch.Tensor:
 
 
 def heatmaps(centres: torch.Tensor, width: torch.Tensor, resolution: int, margin: int,
-             kind: str = "gaussian") -> torch.Tensor:
+             kind: str = "linear", grid: str = "corners") -> torch.Tensor:
     """Per-part heatmaps [B, K, H, W] on the margin grid.
 
     gaussian (eq. 4): exp(-||p - x_k||^2 / sigma_k^2) (sigma^2, not 2 sigma^2: sharper maps);
-    linear (code): clamp(1 - ||p - x_k|| / tau_k, 0).
+    linear (code, heatmaps.py:66-77): clamp(1 - ||p - x_k|| / (tau_k + 1e-6), 0), the norm
+    without an epsilon (vector_norm has a zero subgradient at 0, so no NaN there).
     """
-    xs, ys = margin_grid(resolution, margin)
-    xs, ys = xs.to(centres), ys.to(centres)
-    d2 = (xs - centres[..., 0, None, None]) ** 2 + (ys - centres[..., 1, None, None]) ** 2
+    xs, ys = margin_grid(resolution, margin, grid, centres.dtype)
+    xs, ys = xs.to(centres.device), ys.to(centres.device)
+    dx = xs - centres[..., 0, None, None]
+    dy = ys - centres[..., 1, None, None]
     w = width[..., None, None]
     if kind == "gaussian":
-        return torch.exp(-d2 / (w ** 2 + 1e-8))
+        return torch.exp(-(dx ** 2 + dy ** 2) / (w ** 2 + 1e-8))
     if kind == "linear":
-        return torch.clamp(1 - torch.sqrt(d2 + 1e-12) / (w + 1e-6), min=0)
+        dist = torch.linalg.vector_norm(torch.stack(torch.broadcast_tensors(dx, dy), dim=-1), dim=-1)
+        return torch.clamp(1 - dist / (w + 1e-6), min=0)
     raise ValueError(f"unknown heatmap kind {kind!r}")
 
 
@@ -94,11 +115,11 @@ class RelativePositionalEncoding(nn.Module):
     [B, 2N, H, W] difference tensor never has to be built.
     """
 
-    def __init__(self, num_points: int, out_channels: int) -> None:
+    def __init__(self, num_points: int, out_channels: int, grid: str = "corners") -> None:
         super().__init__()
         if out_channels % 2:
             raise ValueError("out_channels must be even (sin and cos halves)")
-        self.num_points = num_points
+        self.num_points, self.grid = num_points, grid
         self.fc = nn.Linear(2 * num_points, out_channels // 2)
 
     def forward(self, points: torch.Tensor, resolution: int, margin: int) -> torch.Tensor:
@@ -106,15 +127,15 @@ class RelativePositionalEncoding(nn.Module):
         weight = self.fc.weight.view(-1, self.num_points, 2)  # [C, N, (x, y)]
         slope = weight.sum(dim=1)  # [C, 2]: how FC(d) changes with p
         offset = self.fc.bias - torch.einsum("cnt,bnt->bc", weight, points)  # [B, C]
-        xs, ys = margin_grid(resolution, margin)
-        xs, ys = xs.to(points), ys.to(points)
+        xs, ys = margin_grid(resolution, margin, self.grid, points.dtype)
+        xs, ys = xs.to(points.device), ys.to(points.device)
         phase = (slope[:, 0, None, None] * xs + slope[:, 1, None, None] * ys)[None] + offset[..., None, None]
         phase = math.pi * phase
         return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
 
     def reference(self, points: torch.Tensor, resolution: int, margin: int) -> torch.Tensor:
         """The literal eq. 5 (builds the difference tensor); for tests."""
-        xs, ys = margin_grid(resolution, margin)
+        xs, ys = margin_grid(resolution, margin, self.grid, points.dtype)
         h = w = xs.shape[-1]
         p = torch.stack(torch.broadcast_tensors(xs, ys), dim=-1).to(points)  # [H, W, 2]
         d = p[None, :, :, None, :] - points[:, None, None]  # [B, H, W, N, 2]

@@ -22,7 +22,7 @@ from methods.base import PARTS, SAMPLES, Method
 from methods.common.pairs import FunctionPairSource
 from methods.common.runtime import torch_threads
 from methods.common.segmenter import build_segmenter, segment, train_segmenter
-from methods.ganseg.config import PRESETS, GANSegConfig, validate
+from methods.ganseg.config import DATASET_PRESETS, PRESETS, GANSegConfig, validate
 from methods.ganseg.generator import GANSegGenerator
 from methods.ganseg.train import build_networks, resolve_device, train_gan
 
@@ -34,6 +34,7 @@ class GANSeg(Method):
 
     Config = GANSegConfig
     PRESETS = PRESETS
+    DATASET_PRESETS = DATASET_PRESETS
     produces = frozenset({PARTS, SAMPLES})
 
     def __init__(self, config: GANSegConfig | None = None) -> None:

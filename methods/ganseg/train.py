@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from benchmark.errors import UserError
 from benchmark.records import StatsLog
 from methods.common.checkpoint import save_atomic
-from methods.ganseg.config import RESUMABLE_FIELDS, GANSegConfig, lambda_con
+from methods.ganseg.config import RESUMABLE_FIELDS, GANSegConfig
 from methods.ganseg.discriminator import Discriminator
 from methods.ganseg.figures import save_sample_grid
 from methods.ganseg.generator import GANSegGenerator
-from methods.ganseg.losses import (area_loss, concentration_loss, discriminator_gan_loss, generator_gan_loss,
-                                   gradient_penalty)
+from methods.ganseg.losses import (area_loss, area_target_code, concentration_loss, discriminator_gan_loss,
+                                   generator_gan_loss, gradient_penalty)
 
 CHECKPOINT_NAME = "gan_training.pt"
 CHECKPOINT_FORMAT = 1
@@ -51,20 +51,28 @@ def build_networks(config: GANSegConfig, seed: int, *,
 
 class RealImages:
     """The training images at ``image_size`` in [-1, 1]; kept in memory as uint8 when they fit,
-    otherwise loaded per batch. Order: epochs of random permutations drawn from ``rng``."""
+    otherwise loaded per batch. Order: epochs of random permutations drawn from ``rng``.
+
+    A fit dataset with per-read augmentation (``base_image`` / ``augment`` / ``base_length``,
+    e.g. CUB and Flowers' random resized crops) is cached un-augmented and augmented on every
+    read, so each batch sees fresh crops as the code's DataLoader does (datasets.py:217-236);
+    caching its items would freeze one crop per item for the whole run."""
 
     def __init__(self, dataset: torch.utils.data.Dataset, image_size: int, max_mb: int) -> None:
         self.dataset, self.image_size = dataset, image_size
         self.n = len(dataset)
         if self.n == 0:
             raise UserError("GANSeg needs at least one training image")
+        self.augment = getattr(dataset, "augment", None)
+        self.n_base = int(getattr(dataset, "base_length", self.n)) if self.augment else self.n
         self.cache = None
-        if self.n * 3 * image_size * image_size <= max_mb * 2**20:
-            self.cache = torch.stack([self._load(i) for i in range(self.n)])
+        if self.n_base * 3 * image_size * image_size <= max_mb * 2**20:
+            self.cache = torch.stack([self._load(i) for i in range(self.n_base)])
         self.buffer = torch.zeros(0, dtype=torch.int64)  # indices left of the current epoch
 
     def _load(self, index: int) -> torch.Tensor:
-        x = self.dataset[index]
+        """uint8 [3, S, S] of item ``index`` (of the un-augmented image with augmentation)."""
+        x = self.dataset.base_image(index % self.n_base) if self.augment else self.dataset[index]
         if x.shape[-2:] != (self.image_size, self.image_size):
             x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=True)[0]
@@ -74,12 +82,23 @@ class RealImages:
         while self.buffer.numel() < size:
             self.buffer = torch.cat([self.buffer, torch.randperm(self.n, generator=rng)])
         idx, self.buffer = self.buffer[:size], self.buffer[size:]
-        images = self.cache[idx] if self.cache is not None else torch.stack([self._load(int(i)) for i in idx])
-        images = images.float() / 127.5 - 1
+        images = self.cache[idx % self.n_base] if self.cache is not None else \
+            torch.stack([self._load(int(i)) for i in idx])
+        if self.augment is not None:  # a fresh draw per read (torch's global RNG, saved on resume)
+            images = torch.stack([self.augment(im.float() / 255) for im in images]) * 2 - 1
+        else:
+            images = images.float() / 127.5 - 1
         if hflip:
             flip = torch.rand(size, generator=rng) < 0.5
             images = torch.where(flip[:, None, None, None], images.flip(-1), images)
         return images
+
+
+def area_targets(config: GANSegConfig, out: dict) -> torch.Tensor:
+    """Per-part target areas [B, K] of the area loss (``config.area_target``)."""
+    if config.area_target == "code":
+        return area_target_code(out["layout"].points, config.n_per, config.image_size)
+    return out["heatmaps"].sum(dim=(-2, -1))
 
 
 def _config_key(config: GANSegConfig) -> dict[str, Any]:
@@ -149,7 +168,7 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset, *, w
     start_step = step
     sample_z = generator.sample_latent(16, torch.Generator().manual_seed(seed + SAMPLE_SEED))
     use_reg = not config.generator.no_points
-    lam_con = 0.0 if config.no_concentration or not use_reg else lambda_con(config)
+    lam_con = 0.0 if config.no_concentration or not use_reg else config.lambda_con
     lam_area = 0.0 if config.no_area or not use_reg else config.lambda_area
 
     def save() -> None:
@@ -199,8 +218,8 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset, *, w
         loss_g = loss_gan
         if use_reg and step % config.reg_every == 0:
             part_masks, layout = out["masks"][:, 1:], out["layout"]
-            con = concentration_loss(part_masks, layout.centres, config.con_reduce)
-            area = area_loss(part_masks, out["heatmaps"])
+            con = concentration_loss(part_masks, layout.centres, config.con_reduce, config.generator.coord_grid)
+            area = area_loss(part_masks, area_targets(config, out))
             loss_g = loss_g + lam_con * con + lam_area * area
             window["con"], window["area"] = con.item(), area.item()
         opt_g.zero_grad(set_to_none=True)
