@@ -1,4 +1,4 @@
-"""``python -m benchmark``: ls, run, eval, tables, prepare, bench-data.
+"""``python -m benchmark``: ls, run, eval, import-checkpoint, tables, prepare, bench-data.
 
 Only the registries (plain strings) are imported at start-up, so ``ls`` answers without
 importing torch; the heavy modules are imported inside the commands that need them.
@@ -91,6 +91,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_checkpoint(args: argparse.Namespace) -> int:
+    _registry("methods").entry(args.method)
+    _registry("protocols").entry(args.protocol)
+    from benchmark.import_checkpoint import import_checkpoint
+    from benchmark.runner import RunRequest
+
+    req = RunRequest(method=args.method, protocol=args.protocol, preset=args.preset, seed=args.seed,
+                     overrides=_key_values(args.set, "--set"), options=_key_values(args.option, "--option"),
+                     data_root=args.data_root, out=args.out, progress=not args.no_progress)
+    run_dir = import_checkpoint(req, Path(args.path), segmenter=Path(args.segmenter) if args.segmenter else None,
+                                parameters=Path(args.parameters) if args.parameters else None)
+    print(f"run directory: {run_dir}")
+    print(f"score it with: python -m benchmark eval {run_dir}")
+    return 0
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from benchmark.tables import write_tables
 
@@ -152,6 +168,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("import-checkpoint", help="an author's released checkpoint -> a run directory for eval")
+    p.add_argument("method")
+    p.add_argument("path", help="the official GAN checkpoint (ganseg: epoch_<e>.model with 'generator')")
+    p.add_argument("--protocol", required=True, help="the protocol the run directory is for")
+    p.add_argument("--segmenter", default=None, help="the official segmenter checkpoint ('detector'); "
+                   "without it the segmenter is trained on the imported generator's pairs")
+    p.add_argument("--parameters", default=None, help="the run's parameters.json (default: two folders above PATH)")
+    p.add_argument("--preset", default="paper", help="settings not in the checkpoint (e.g. the segmenter to train)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default="runs")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_import_checkpoint)
 
     p = sub.add_parser("tables", help="aggregate runs over seeds, join the papers' numbers")
     p.add_argument("--runs", default="runs")

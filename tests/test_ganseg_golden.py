@@ -158,3 +158,16 @@ def test_golden_segmenter_ce_and_dice():
     total, parts = segmentation_loss(logits, labels, SegmenterConfig())
     torch.testing.assert_close(parts["ce"], losses["seg_ce"], rtol=1e-10, atol=0)
     torch.testing.assert_close(total, losses["seg_loss"], rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_official_key_names_round_trip(name):
+    """Every official generator key maps to one of ours and back (errors name official keys)."""
+    from methods.ganseg.official import official_generator_key
+
+    state = load(name, "generator_state")
+    gen, config = official_generator(name)
+    converted = convert_generator(state)
+    assert set(converted) == set(gen.state_dict())
+    back = {official_generator_key(k, config.generator.mlp_depths) for k in converted}
+    assert back == set(state) - {"init_extend_coord"}

@@ -54,14 +54,37 @@ class GANSeg(Method):
         generator, gan_info = train_gan(self.config, train_images, workdir=workdir, seed=seed, stats=stats,
                                         progress=self.progress)
         self.generator = generator.eval()
+        self.fit_info = {"gan": gan_info, "segmenter": self._fit_segmenter(workdir, seed, stats)}
+        write_json(workdir / "ganseg_fit_info.json", self.fit_info)
+
+    def _fit_segmenter(self, workdir: Path, seed: int, stats: StatsLog) -> dict[str, Any]:
+        """Stage 2: the segmenter on pairs streamed from the frozen generator."""
         source = FunctionPairSource(self.num_parts + 1, self._pairs)
         self.segmenter, seg_info = train_segmenter(self.config.segmenter, source, seed=seed, stats=stats,
                                                    progress=self.progress, checkpoint_dir=workdir / SEGMENTER_CHECKPOINTS,
                                                    device=resolve_device(self.config.device))
         self.segmenter.cpu().eval()
         self.generator.cpu()
-        self.fit_info = {"gan": gan_info, "segmenter": seg_info}
-        write_json(workdir / "ganseg_fit_info.json", self.fit_info)
+        return seg_info
+
+    @classmethod
+    def from_official_checkpoint(cls, path: Path, base_config: GANSegConfig, *, workdir: Path, seed: int,
+                                 segmenter: Path | None = None, parameters: Path | None = None,
+                                 progress: bool = True) -> tuple["GANSeg", dict[str, Any]]:
+        """The authors' released GAN (and segmenter) files as a fitted method (``importer``);
+        without a segmenter file, stage 2 runs here with ``base_config.segmenter``."""
+        from methods.ganseg.importer import import_official
+
+        config, generator, seg_model, info = import_official(path, base_config, segmenter_path=segmenter,
+                                                             parameters_path=parameters)
+        method = cls(config)
+        method.progress = progress
+        method.generator, method.segmenter = generator, seg_model
+        if seg_model is None:
+            with torch_threads(config.num_threads):
+                info["segmenter_trained_here"] = method._fit_segmenter(Path(workdir), seed,
+                                                                       StatsLog(Path(workdir) / "stats.jsonl"))
+        return method, info
 
     @torch.no_grad()
     def _pairs(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

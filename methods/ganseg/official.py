@@ -76,6 +76,53 @@ def _rename_generator_key(key: str, depths: Mapping[str, int]) -> str:
     raise OfficialFormatError(f"official generator key {key!r} does not map to a segbench GANSeg parameter")
 
 
+def official_generator_key(key: str, depths: tuple[int, int, int]) -> str:
+    """The official name of segbench generator parameter ``key`` (the inverse of the renaming;
+    used to name a key that an official file lacks). ``depths``: (points, app, bg) MLP depths."""
+    parts = key.split(".")
+    head = parts[0]
+    if key == "part_const":
+        return "keypoints_embedding.weight"
+    mlps = {v: (k, d) for (k, v), d in zip(_MLPS.items(), depths)}
+    if head in mlps:
+        name, depth = mlps[head]
+        i = int(parts[1]) // 2
+        return f"{name}.{i}.{parts[2]}" if i == depth - 1 else f"{name}.{i}.model.0.{parts[2]}"
+    starts = {v: k for k, v in _STARTS.items()}
+    if head in starts:
+        return f"{starts[head]}.pe.{parts[-1]}"
+    spade = {v: k for k, v in _SPADE.items()}
+    if head in ("mask_blocks", "fg_blocks"):
+        branch = "mask_spade_blocks" if head == "mask_blocks" else "spade_blocks"
+        sub = {"spade_s": "spade_shortcut", "conv_s": "conv_shortcut"}.get(parts[2], parts[2])
+        rest = [spade.get(parts[3], parts[3]), *parts[4:]] if sub.startswith("spade") else parts[3:]
+        return ".".join([branch, parts[1], sub, *rest])
+    if head == "bg_blocks":
+        if parts[2] == "adain":
+            return ".".join(["adain_blocks", parts[1], "spade1", spade.get(parts[3], parts[3]), *parts[4:]])
+        return f"adain_blocks.{parts[1]}.conv1.{parts[-1]}"
+    if head == "head":
+        return f"conv.{parts[1]}.{parts[2]}"
+    return key
+
+
+def load_converted(module: torch.nn.Module, state: Mapping[str, torch.Tensor], what: str,
+                   official_name=lambda key: key) -> None:
+    """Strict load of a converted official state; one line naming the first offending official key."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise OfficialFormatError(f"official {what} lacks {official_name(missing[0])!r}"
+                                  + (f" (and {len(missing) - 1} more keys)" if len(missing) > 1 else ""))
+    for key, value in state.items():
+        if key not in expected:
+            raise OfficialFormatError(f"official {what} key {official_name(key)!r} has no segbench counterpart")
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise OfficialFormatError(f"official {what} key {official_name(key)!r} has shape {tuple(value.shape)}, "
+                                      f"expected {tuple(expected[key].shape)} for this configuration")
+    module.load_state_dict(state, strict=True)
+
+
 def _swap_pairs(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Swap every (row, col) pair along ``dim`` (length 2N) into (x, y) = (col, row)."""
     idx = torch.arange(t.shape[dim]).view(-1, 2).flip(1).reshape(-1)
