@@ -25,6 +25,7 @@ schema_version     ``SCHEMA_VERSION``
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -129,6 +130,15 @@ def metric_records(scores: Iterable[Mapping[str, Any]], *, context: Mapping[str,
             raise ValueError(f"metric record lacks {sorted(missing)}")
         rows.append({k: row[k] for k in RECORD_FIELDS})
     return rows
+
+
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 4 MiB blocks (hashlib.file_digest needs Python 3.11)."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: Path, obj: Any) -> None:

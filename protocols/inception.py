@@ -33,13 +33,13 @@ torch and torch-fidelity are imported lazily, so importing this module is cheap.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.errors import DataNotFoundError
+from benchmark.records import file_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -88,14 +88,6 @@ def _package_weights_path() -> Path | None:
 _SHA1_OK: dict[tuple[str, int, int], bool] = {}
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _missing_message(where: str) -> str:
     return (
         f"FID Inception weights not found: {where}. FID needs the TF-Inception (2015-12-05) network "
@@ -133,7 +125,7 @@ def locate_inception_weights(path: str | os.PathLike | None = None, *, verify: b
         st = candidate.stat()
         key = (str(candidate.resolve()), st.st_size, st.st_mtime_ns)
         if key not in _SHA1_OK:
-            _SHA1_OK[key] = _sha1(candidate) == WEIGHTS_SHA1
+            _SHA1_OK[key] = file_digest(candidate, "sha1") == WEIGHTS_SHA1
         if not _SHA1_OK[key]:
             raise InceptionWeightsNotFoundError(
                 _missing_message(f"{candidate} exists but its SHA-1 is not {WEIGHTS_SHA1} "

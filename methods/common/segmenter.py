@@ -1,7 +1,7 @@
 """A supervised segmenter trained on streamed (image, label) pairs, with exact resume.
 
-Used by GANSeg (torchvision DeepLabV3-ResNet50, 0.5 cross-entropy + 0.5 soft Dice, Adam 3e-4,
-10k steps of batch 64 at 128 px; REFERENCE.md §2) and by the latent-direction method (the
+Used by GANSeg (torchvision DeepLabV3-ResNet50, 0.5 cross-entropy + 0.5 per-image soft Dice,
+Adam 3e-4, 10k steps of batch 64 at 128 px; the official train_seg.py) and by the latent-direction method (the
 UNet of Melas-Kyriazi et al., cross-entropy, Adam 1e-3 with x0.2 decay at 8k steps; §3).
 
 Every architecture takes images mapped from [0,1] to [-1,1] at ``image_size`` (GANSeg's

@@ -43,7 +43,7 @@ from methods.common.segmenter import SegmenterConfig
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    noise_dim: int = 256  # D_noise of z_point, z_app and z_bg_app (§3.1, REFERENCE §2)
+    noise_dim: int = 256  # D_noise of z_point, z_app and z_bg_app (§3.1; parameters.json z_dim)
     embed_dim: int = 64  # D_emb of the part/background embeddings (code: 64)
     # Linear layers of the (points, part appearance, background appearance) MLPs: the code has
     # 5 / 4 / 4 (generator.py:152-172); the paper says "3-layer MLP" (§3.1): 3,3,3.
@@ -59,7 +59,7 @@ class GeneratorConfig:
     spade_kernel: int = 3  # kernel of SPADE's style convs (paper/code 3; 1 is far cheaper on a CPU)
     adain_hidden: int = 128  # width of the FC layer that turns the style vector into gamma/beta
     margin: int = 10  # pixels of margin around every feature map (eq. 12)
-    point_divisor: float = 20.0  # points = tanh(MLP(z) / 20) (REFERENCE §2)
+    point_divisor: float = 20.0  # points = tanh(MLP(z) / 20) (generator.py:335)
     heatmap: Literal["gaussian", "linear"] = "linear"  # code: clamp(1 - d/tau, 0) | paper eq. 4
     bg_shift: Literal["both", "horizontal"] = "horizontal"  # code: vertical = 0 | paper: U[-1,1]^2
     single_conv_head: bool = False  # RGB head: conv3x3-lrelu-conv3x3 | one 1x1 conv (Flowers)
@@ -96,7 +96,7 @@ class GANSegConfig:
     image_size: int = 128  # GAN output and training size; must equal generator.resolutions[-1]
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    # ----- GAN training (supplement §B.4, REFERENCE §2)
+    # ----- GAN training (supplement §B.4; train_gan.py, parameters.json)
     # Generator updates. The released runs: 30 epochs x min(n/64, 1002) steps (train_gan.py:134-
     # 135, 279) = 21,360 CelebA-wild (the default), 30,060 Taichi, 14,040 CUB, 8,640 Flowers
     # (DATASET_PRESETS); supplement §B.4 says 30,000.

@@ -11,9 +11,11 @@ Level 3: foreground SPADE branch styled by mask-weighted embeddings (eq. 7-8), s
          a small conv head to RGB (eq. 11).
 
 Every feature map carries a ``margin``-pixel border (eq. 12), kept at that width by a crop after
-each 2x upsample, and no absolute coordinate enters anywhere, so shifting all points and the
-background centre by whole pixels shifts masks and images by the same pixels (up to a band at
-the border). The latent of one image is ``[z_point | z_app | z_bg | n_u]``, all standard normal;
+each 2x upsample, and no absolute coordinate enters anywhere. With ``coord_grid=pixel_centres``
+and ``mask_resize=area`` shifting all points and the background centre by whole pixels shifts
+masks and images by the same pixels (up to a band at the border); the code's defaults (corner
+grid, bilinear mask resize) are off by up to half a pixel per upsample (audit row 13). Defaults
+and weights equal the official generator to float64 rounding (tests/test_ganseg_golden.py). The latent of one image is ``[z_point | z_app | z_bg | n_u]``, all standard normal;
 the background centre is u_bg = erf(n_u / sqrt 2), which is uniform on (-1, 1)^2.
 """
 from __future__ import annotations

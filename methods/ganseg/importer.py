@@ -11,27 +11,19 @@ Every mismatch is one ``OfficialFormatError`` line naming the official key or fi
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from benchmark.records import file_digest
 from methods.ganseg.config import GANSegConfig, validate
 from methods.ganseg.discriminator import Discriminator
 from methods.ganseg.generator import GANSegGenerator
 from methods.ganseg.official import (OfficialFormatError, convert_discriminator, convert_generator,
                                      convert_segmenter, discriminator_channels, infer_config, load_converted,
                                      official_generator_key)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_official_file(path: Path, what: str) -> dict[str, Any]:
@@ -87,7 +79,7 @@ def import_official(gan_path: Path, base: GANSegConfig, *, segmenter_path: Path 
     params, params_file = read_parameters(gan_path, parameters_path)
     config = infer_config(g_state, base, params)
     validate(config)
-    info: dict[str, Any] = {"gan_checkpoint": str(gan_path.resolve()), "gan_sha256": sha256(gan_path),
+    info: dict[str, Any] = {"gan_checkpoint": str(gan_path.resolve()), "gan_sha256": file_digest(gan_path),
                             "parameters_file": params_file, "parameters": params}
     generator = GANSegGenerator(config.generator, config.num_parts, config.n_per)
     depths = config.generator.mlp_depths
@@ -111,5 +103,5 @@ def import_official(gan_path: Path, base: GANSegConfig, *, segmenter_path: Path 
         segmenter, _ = build_segmenter(seg_config, config.num_parts + 1, load_pretrained=False)
         load_converted(segmenter, convert_segmenter(seg_state), "segmenter")
         segmenter.eval()
-        info.update(segmenter_checkpoint=str(segmenter_path.resolve()), segmenter_sha256=sha256(segmenter_path))
+        info.update(segmenter_checkpoint=str(segmenter_path.resolve()), segmenter_sha256=file_digest(segmenter_path))
     return config, generator.eval(), segmenter, info

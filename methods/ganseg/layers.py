@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LEAK = 0.2  # LeakyReLU slope everywhere, and the kaiming init's `a` (REFERENCE §2)
+LEAK = 0.2  # LeakyReLU slope everywhere, and the kaiming init's `a` (generator.py, discriminator.py)
 
 
 GRIDS = ("corners", "pixel_centres")
