@@ -36,10 +36,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def format_metrics(records: list[dict]) -> str:
-    lines = [f"{'metric':<34} {'split':<16} {'value':>10} {'n_eval':>7}"]
+    width = max([34] + [len(r["metric"]) + 2 for r in records])
+    lines = [f"{'metric':<{width}} {'split':<16} {'value':>10} {'n_eval':>7}"]
     for r in records:
         arrow = "↑" if r["higher_is_better"] else "↓"
-        lines.append(f"{r['metric'] + ' ' + arrow:<34} {r['split']:<16} {r['value']:>10.4f} {r['n_eval']:>7}")
+        lines.append(f"{r['metric'] + ' ' + arrow:<{width}} {r['split']:<16} {r['value']:>10.4f} {r['n_eval']:>7}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
-"""Foreground IoU on CUB and Flowers, GANSeg Tab.2 (REFERENCE 1.4), K = 8 as in the paper.
+"""Foreground IoU on CUB and Flowers, GANSeg Tab.2 (REFERENCE 1.4), K = 8 as in the paper, and
+Melas-Kyriazi et al. Table 1's saliency accuracy and max F-beta.
 
 The method fits on ``train`` (with GANSeg's augmentation: 3x repeat, flip, RandomResizedCrop
 0.9-1, dataset option ``augment=ganseg``) and is scored on ``test``. Option ``iou`` picks the
@@ -13,7 +14,14 @@ reference variant and is part of the metric name ``fg_iou_{iou}``:
   gets the full-resolution ``full_fg_mask`` and builds its own GT view; ``summarise_fg_iou``
   aggregates (mean of per-batch means for redo).
 
-Only per-image IoUs are kept across batches, never probability maps.
+Saliency (``saliency_accuracy``, ``saliency_max_fbeta``; Melas-Kyriazi Tab.1 "Acc" and "maxFβ" for
+CUB and Flowers, whose "IoU" is ``fg_iou_melas``): on the ``melas`` view whatever ``iou`` is, as the
+released code evaluates CUB / Flowers (``config/segment.yaml`` ``crop: True``): the method sees the
+centre square crop resized to 128, the foreground probability (1 - background) is upsampled to the
+centre-cropped full-resolution mask; accuracy of fg prob > 0.5 and the max over k/255 (k = 1..254)
+of the per-image F-beta (beta^2 = 0.3) averaged over images (``protocols.metrics.saliency``).
+
+Only per-image IoUs and running saliency sums are kept across batches, never probability maps.
 """
 from __future__ import annotations
 
@@ -23,12 +31,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from protocols.metrics.iou import IOU_SIZE, IOU_VARIANTS, fg_iou_ganseg, fg_iou_melas, fg_iou_redo, prepare_image, \
-    summarise_fg_iou
+from protocols.metrics.iou import IOU_SIZE, IOU_VARIANTS, fg_iou_ganseg, fg_iou_melas, fg_iou_redo, \
+    gt_mask_for_variant, prepare_image, summarise_fg_iou
+from protocols.metrics.saliency import SaliencyAccumulator, foreground_on_grids
 from protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 FG_NUM_PARTS = 8  # GANSeg Tab.2: "We use K = 8"
 FG_IOU_METRIC = MetricSpec("fg_iou_{iou}", True, "test", "", "foreground IoU (argmax not background), variant in name")
+SALIENCY_VIEW = "melas"
+FG_METRICS = (
+    FG_IOU_METRIC,
+    MetricSpec("saliency_accuracy", True, "test", "", "melas view: pixel accuracy at fg prob > 0.5, mean over images"),
+    MetricSpec("saliency_max_fbeta", True, "test", "",
+               "melas view: max over t=k/255 (k=1..254) of the per-image F(beta^2=0.3) averaged over images"),
+)
 
 
 def iou_batches(split: Any, variant: str, batch_size: int, progress: bool = False,
@@ -58,33 +74,49 @@ def per_image_iou(variant: str, part_probs: torch.Tensor, gt_masks: list[np.ndar
     return fg_iou_melas(part_probs, gt_masks)
 
 
-def foreground_iou(method: Any, split: Any, variant: str, *, batch_size: int, progress: bool) -> tuple[float, int]:
-    """(reported IoU, number of images) of ``method`` on ``split`` in ``variant``."""
-    ious = [per_image_iou(variant, method.predict(images).part_probs, masks)
-            for images, masks, _ in iou_batches(split, variant, batch_size, progress)]
+def _add_saliency(accumulator: SaliencyAccumulator, part_probs: torch.Tensor, full_masks: list[np.ndarray]) -> None:
+    gts = [gt_mask_for_variant(m, SALIENCY_VIEW) for m in full_masks]
+    accumulator.update(foreground_on_grids(part_probs, [g.shape for g in gts]), gts)
+
+
+def foreground_scores(method: Any, split: Any, variant: str, *, batch_size: int,
+                      progress: bool) -> tuple[float, dict[str, float], int]:
+    """(reported IoU in ``variant``, saliency scores on the melas view, number of images)."""
+    saliency = SaliencyAccumulator()
+    ious = []
+    for images, masks, _ in iou_batches(split, variant, batch_size, progress):
+        probs = method.predict(images).part_probs
+        ious.append(per_image_iou(variant, probs, masks))
+        if variant == SALIENCY_VIEW:  # same view and full-resolution masks: no second pass
+            _add_saliency(saliency, probs, masks)
+    if variant != SALIENCY_VIEW:
+        for images, masks, _ in iou_batches(split, SALIENCY_VIEW, batch_size, progress, desc="saliency"):
+            _add_saliency(saliency, method.predict(images).part_probs, masks)
     values = np.concatenate(ious) if ious else np.zeros(0)
-    return summarise_fg_iou(variant, values), len(values)
+    return summarise_fg_iou(variant, values), saliency.compute(), len(values)
 
 
 class _ForegroundProtocol(Protocol):
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
                  progress: bool = True) -> list[dict[str, Any]]:
         variant, split = self.options["iou"], splits["test"]
-        value, n = foreground_iou(method, split, variant, batch_size=batch_size, progress=progress)
-        return [{"metric": f"fg_iou_{variant}", "split": split.name, "value": value, "n_eval": n}]
+        iou, saliency, n = foreground_scores(method, split, variant, batch_size=batch_size, progress=progress)
+        return [{"metric": f"fg_iou_{variant}", "split": split.name, "value": iou, "n_eval": n},
+                {"metric": "saliency_accuracy", "split": split.name, "value": saliency["accuracy"], "n_eval": n},
+                {"metric": "saliency_max_fbeta", "split": split.name, "value": saliency["max_fbeta"], "n_eval": n}]
 
 
 class CubForegroundProtocol(_ForegroundProtocol):
     spec = ProtocolSpec(
         name="cub_fg",
-        version="1",
-        reproduces="GANSeg Tab.2 CUB foreground IoU (K=8)",
+        version="2",
+        reproduces="GANSeg Tab.2 CUB foreground IoU (K=8); Melas-Kyriazi Tab.1 CUB saliency accuracy / max F-beta",
         dataset="cub",
         splits={"fit": "train", "test": "test"},
         image_size=IOU_SIZE,
         needs=frozenset({"parts"}),
         num_parts=FG_NUM_PARTS,
-        metrics=(FG_IOU_METRIC,),
+        metrics=FG_METRICS,
         options={"iou": IOU_VARIANTS},
         dataset_options={"augment": "ganseg", "annotations": "masks"},
     )
@@ -93,14 +125,15 @@ class CubForegroundProtocol(_ForegroundProtocol):
 class FlowersForegroundProtocol(_ForegroundProtocol):
     spec = ProtocolSpec(
         name="flowers_fg",
-        version="1",
-        reproduces="GANSeg Tab.2 Flowers foreground IoU (K=8)",
+        version="2",
+        reproduces="GANSeg Tab.2 Flowers foreground IoU (K=8); Melas-Kyriazi Tab.1 Flowers saliency accuracy / "
+                   "max F-beta",
         dataset="flowers",
         splits={"fit": "train", "test": "test"},
         image_size=IOU_SIZE,
         needs=frozenset({"parts"}),
         num_parts=FG_NUM_PARTS,
-        metrics=(FG_IOU_METRIC,),
+        metrics=FG_METRICS,
         options={"iou": IOU_VARIANTS},
         dataset_options={"augment": "ganseg"},
     )

@@ -13,10 +13,10 @@ from benchmark.errors import UserError
 from methods.latent_direction import generators as gens
 from methods.latent_direction.dcgan import DCGANDiscriminator, DCGANGenerator
 from methods.latent_direction.directions import (DirectionConfig, direction_loss, gray, optimise_direction,
-                                                 radial_prior, sobel_magnitude)
+                                                 radial_prior, sample_shifts, shift_loss, sobel_magnitude)
 from methods.latent_direction.masks import (MaskedPairStream, RefineConfig, count_histogram_peaks,
                                             foreground_fraction_ok, keep_large_components, mask_from_grays, refine)
-from methods.latent_direction.method import LatentDirection
+from methods.latent_direction.method import LatentDirection, segment_keep_aspect
 
 torch.set_num_threads(1)
 
@@ -116,6 +116,37 @@ def test_direction_stays_unit_norm_and_finds_the_relighting_code():
     assert torch.equal(again, v_l)
 
 
+def test_forward_normalisation_leaves_no_radial_gradient():
+    """With d = v / |v| in the forward pass (official latent_shift_model.py:22) the loss depends on v
+    only through its direction, so dL/dv = (I - u u^T) dL/du / |v| with u = v / |v|: no component
+    along v. Shifting by v itself (the earlier reading) leaves one."""
+    gen = ToyGenerator()
+    g = torch.Generator().manual_seed(3)
+    z, v0 = gen.sample_z(4, g), 0.3 * torch.randn(gen.z_dim, generator=g)
+    r = sample_shifts(4, gen.z_dim, DirectionConfig(), g)
+    cfg = DirectionConfig()
+    v = v0.clone().requires_grad_()
+    shift_loss(gen, z, r, v, 1.0, cfg)[0].backward()
+    u = (v0 / v0.norm()).requires_grad_()  # the same loss as a function of the unit direction itself
+    shift_loss(gen, z, r, u, 1.0, DirectionConfig(normalise_in_forward=False))[0].backward()
+    grad_u, u = u.grad, u.detach()
+    expected = (grad_u - (grad_u @ u) * u) / v0.norm()
+    torch.testing.assert_close(v.grad, expected, rtol=1e-5, atol=1e-8)
+    assert abs(v.grad @ u).item() < 1e-6 * v.grad.norm().item()
+    raw = v0.clone().requires_grad_()
+    shift_loss(gen, z, r, raw, 1.0, DirectionConfig(normalise_in_forward=False))[0].backward()
+    assert abs(raw.grad @ u).item() > 1e-3 * raw.grad.norm().item()
+
+
+def test_shift_magnitudes_per_latent_element_or_per_code():
+    cfg = DirectionConfig()
+    r = sample_shifts(5, 7, cfg, torch.Generator().manual_seed(0))
+    assert r.shape == (5, 7) and r.min() >= 0.1 and len(set(r[0].tolist())) == 7  # randn_like(z), clipped
+    per_code = sample_shifts(5, 7, DirectionConfig(shift_per="code"), torch.Generator().manual_seed(0))
+    assert per_code.shape == (5, 1) and per_code.min() >= 0.1
+    assert (torch.zeros(5, 7) + per_code).shape == (5, 7)
+
+
 # ----------------------------------------------------------------------------- masks and filters
 
 def test_mask_rules_on_a_hand_made_pair():
@@ -147,9 +178,10 @@ def test_connected_components_filter():
 
 def test_foreground_fraction_filter():
     mask = np.zeros((4, 4), bool)
-    assert not foreground_fraction_ok(mask, 0.5)  # empty is rejected
+    assert foreground_fraction_ok(mask, 0.5)  # empty passes: 0 <= fraction (official gan_dataset.py:106)
+    assert not foreground_fraction_ok(mask, 0.5, allow_empty=False)  # the earlier (0, 0.5] rule
     mask[:2] = True
-    assert foreground_fraction_ok(mask, 0.5)  # exactly 0.5 is kept
+    assert foreground_fraction_ok(mask, 0.5) and foreground_fraction_ok(mask, 0.5, allow_empty=False)  # 0.5 kept
     mask[2, 0] = True
     assert not foreground_fraction_ok(mask, 0.5)
 
@@ -205,17 +237,117 @@ def test_refine_reports_each_filter():
     assert refine(small, [two_modes, RAMP], cfg)[1]["histogram_fail"]
 
 
-def test_pair_stream_counts_and_fills_when_everything_is_rejected():
+def _grays(*rows):
+    return [torch.tensor([[row]], dtype=torch.float64) for row in rows]  # each [1, 1, W]
+
+
+def test_area_filter_checks_each_direction_mask_for_rule_both():
+    """1 x 4 gray images. Light mask = light - original > 0, dark mask = original - dark > 0, the
+    combined (trained-on) mask = light - dark > 0; the area rule is fraction in [0, 0.5].
+
+    Case A: original 0, light [1, 1, 1, -1], dark [2, -1, 0, 0]: combined [0, 1, 1, 0] (1/2, passes),
+    light [1, 1, 1, 0] (3/4, fails), dark [0, 1, 0, 0] (1/4) -> rejected by the official rule only.
+    Case B: light [1, 1, 0, 0], dark [0, 0, -1, -1]: light 1/2 and dark 1/2 pass, combined
+    [1, 1, 1, 1] (1) fails -> rejected by the combined rule only."""
+    cfg, combined_cfg = RefineConfig(hist_min_peaks=0), RefineConfig(hist_min_peaks=0, area_masks="combined")
+    for light, dark, official_fails in (([1, 1, 1, -1], [2, -1, 0, 0], True), ([1, 1, 0, 0], [0, 0, -1, -1], False)):
+        light_g, original_g, dark_g = _grays(light, [0, 0, 0, 0], dark)
+        combined = mask_from_grays(light_g, original_g, dark_g, "both")[0].numpy()
+        per_direction = [mask_from_grays(light_g, original_g, dark_g, rule)[0].numpy()
+                         for rule in ("single", "single_dark")]
+        shifted = [np.zeros((3, 1, 4))] * 2
+        _, official = refine(combined, shifted, cfg, per_direction)
+        _, earlier = refine(combined, shifted, combined_cfg, per_direction)
+        assert official["fraction_fail"] is official_fails and earlier["fraction_fail"] is not official_fails
+    # Without per-direction masks (single rules) the rule's own mask is checked.
+    assert refine(np.ones((1, 4), bool), [np.zeros((3, 1, 4))], cfg)[1]["fraction_fail"]
+
+
+class LookupGenerator:
+    """z = [code id, s]: s = 0 the original, +5 the light shift, -5 the dark shift (v_l = [0, 1],
+    v_d = [0, -1], eps 5). Codes are handed out 0, 1, 2, ... Images are 2 x 2 grays in all three
+    channels: the original is 0; the light / dark image raises / lowers pixel (0, 0) by 0.5 for a
+    "good" code, all four pixels for a "bad" one (area 1 > 0.5: rejected)."""
+
+    z_dim = 2
+
+    def __init__(self, bad):
+        self.bad, self.next = set(bad), 0
+
+    def sample_z(self, n, rng):
+        codes = torch.arange(self.next, self.next + n, dtype=torch.float32)
+        self.next += n
+        return torch.stack([codes, torch.zeros(n)], 1)
+
+    def generate(self, z):
+        out = torch.zeros(len(z), 3, 2, 2)
+        for i, (code, s) in enumerate(z.tolist()):
+            if s != 0:
+                region = (slice(None), slice(None)) if int(code) in self.bad else (0, 0)
+                out[i, :, region[0], region[1]] = 0.5 * np.sign(s)
+        return out
+
+
+V_LIGHT, V_DARK = torch.tensor([0.0, 1.0]), torch.tensor([0.0, -1.0])
+
+
+def _lookup_stream(bad, **kwargs):
+    return MaskedPairStream(LookupGenerator(bad), V_LIGHT, V_DARK, rule="both", shift=5.0,
+                            refine_cfg=RefineConfig(hist_min_peaks=0), **kwargs)
+
+
+def test_draw_gives_the_light_and_dark_masks_for_rule_both():
+    drawn = _lookup_stream(bad=[1]).draw(2, torch.Generator())
+    light, dark = drawn["direction_masks"]
+    assert light[0].tolist() == [[True, False], [False, False]] and dark[1].all()
+    assert torch.equal(light, dark) and drawn["mask"][0].tolist() == [[True, False], [False, False]]
+
+
+def test_official_fill_keeps_drawing_and_drops_or_keeps_the_surplus():
+    """Batch 3 from rounds of 3 codes where codes 0 and 1 fail: round 1 passes code 2, round 2
+    codes 3, 4, 5 -> 4 passed, one more than needed."""
+    stream = _lookup_stream(bad=[0, 1])
+    images, labels = stream.pairs(3, torch.Generator())
+    assert images.shape == (3, 3, 2, 2) and labels.shape == (3, 2, 2)
+    c = stream.counts
+    assert (c.drawn, c.passed, c.rejected, c.used, c.surplus_dropped, c.filled_unfiltered) == (6, 4, 2, 3, 1, 0)
+    keep = _lookup_stream(bad=[0, 1], keep_surplus=True)
+    images, _ = keep.pairs(3, torch.Generator())
+    assert len(images) == 4 and keep.counts.surplus_dropped == 0  # the released code's batch (>= batch_size)
+    assert labels[:, 0, 0].all() and labels.sum() == 3  # the good codes' one-pixel masks
+
+
+def test_official_fill_raises_after_consecutive_empty_rounds():
+    everything_bad = range(1000)
+    stream = _lookup_stream(bad=everything_bad)
+    with pytest.raises(UserError, match="25 consecutive rounds"):
+        stream.pairs(4, torch.Generator())
+    assert (stream.counts.drawn, stream.counts.passed) == (100, 0)
+    # A round with a passing sample resets the count: codes 0-3 bad, 4 good, 5-11 bad, ...
+    stream = _lookup_stream(bad=set(range(16)) - {4}, max_empty_rounds=3)
+    with pytest.raises(UserError, match="3 consecutive rounds"):
+        stream.pairs(2, torch.Generator())
+    assert stream.counts.drawn == 2 * (2 + 1 + 3) and stream.counts.passed == 1
+
+
+def test_unfiltered_fill_completes_the_batch_with_rejected_samples():
     gen = ToyGenerator()
-    v = torch.zeros(gen.z_dim)  # no shift at all: masks are empty, the fraction filter rejects all
-    stream = MaskedPairStream(gen, v, v, rule="both", shift=5.0, refine_cfg=RefineConfig(), max_rounds=3)
+    v = torch.zeros(gen.z_dim)  # no shift at all: every mask is empty, rejected when empty masks are
+    refine_cfg = RefineConfig(allow_empty=False)
+    stream = MaskedPairStream(gen, v, v, rule="both", shift=5.0, refine_cfg=refine_cfg, fill="unfiltered",
+                              max_rounds=3)
     images, labels = stream.pairs(4, torch.Generator().manual_seed(0))
     assert images.shape == (4, 3, 8, 8) and labels.shape == (4, 8, 8) and labels.dtype == torch.int64
     assert images.min() >= 0 and images.max() <= 1
     c = stream.counts
     assert (c.drawn, c.passed, c.fraction_fail, c.rejected, c.filled_unfiltered) == (12, 0, 12, 12, 4)
+    # Empty masks pass the official area rule.
+    official = MaskedPairStream(gen, v, v, rule="both", shift=5.0, refine_cfg=RefineConfig(hist_min_peaks=0))
+    official.pairs(4, torch.Generator().manual_seed(0))
+    assert (official.counts.drawn, official.counts.passed, official.counts.fraction_fail) == (4, 4, 0)
     # Without refinement every draw is used.
-    plain = MaskedPairStream(gen, v, v, rule="both", shift=5.0, refine_cfg=RefineConfig(enabled=False), max_rounds=3)
+    plain = MaskedPairStream(gen, v, v, rule="both", shift=5.0, refine_cfg=RefineConfig(enabled=False),
+                             fill="unfiltered", max_rounds=3)
     plain.pairs(4, torch.Generator().manual_seed(0))
     assert (plain.counts.drawn, plain.counts.passed, plain.counts.filled_unfiltered) == (4, 4, 0)
 
@@ -306,7 +438,19 @@ def test_config_presets_and_nested_overrides():
     assert cfg.generator.kind == "face_dcgan" and cfg.mask_rule == "single" and cfg.segmenter.steps == 10
     paper = LatentDirection.config_for("paper")
     assert (paper.direction.steps, paper.direction.lr, paper.direction.batch_size) == (300, 5e-3, 32)
-    assert (paper.segmenter.arch, paper.segmenter.loss, paper.segmenter.lr_decay_at) == ("unet", "ce", 8000)
+    assert (paper.direction.shift_per, paper.direction.normalise_in_forward) == ("element", True)
+    assert (paper.refine.allow_empty, paper.refine.area_masks, paper.batch_fill, paper.max_empty_rounds) == \
+        (True, "each", "official", 25)
+    # The released code's schedule: 18k steps of batch 95 at a constant lr (its StepLR never fires) ...
+    seg = paper.segmenter
+    assert (seg.arch, seg.loss, seg.steps, seg.batch_size, seg.lr, seg.lr_decay_at) == ("unet", "ce", 18_000, 95,
+                                                                                         1e-3, 0)
+    from methods.common.segmenter import lr_at
+    assert lr_at(seg, 17_999) == 1e-3
+    # ... and the paper's A.1.2 text as a preset: 12k steps, x0.2 from step 8k.
+    a12 = LatentDirection.config_for("paper_a12").segmenter
+    assert (a12.steps, a12.lr_decay_at) == (12_000, 8_000)
+    assert lr_at(a12, 7_999) == 1e-3 and lr_at(a12, 8_000) == pytest.approx(2e-4)
     with pytest.raises(UserError):
         LatentDirection.config_for("paper", {"generator.kind": "biggan"})
 
@@ -355,3 +499,34 @@ def test_explore_script_writes_directions_figures_and_summary(tmp_path):
     assert main(args) == 0  # the second call reuses the directions
     assert json.loads((tmp_path / "summary.json").read_text())["directions_from_cache"] is True
     assert main(["--preset", "smoke", "--out", str(tmp_path / "x")]) == 2  # kind=train needs benchmark run
+
+
+def test_predict_keeps_the_aspect_of_non_square_views():
+    """The released code runs its fully convolutional UNet on the 128 x W saliency view as given;
+    test_keep_aspect scales the shorter side to segmenter.image_size instead of squashing."""
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return torch.stack([x[:, 0], -x[:, 0]], 1) + self.w
+
+    method = LatentDirection(LatentDirection.config_for("smoke"))  # segmenter.image_size = 32
+    method.model = Recorder()
+    out = method.predict(torch.rand(2, 3, 64, 96)).part_probs
+    assert seen[-1] == (2, 3, 32, 48) and out.shape == (2, 2, 64, 96)
+    # A view whose shorter side already is image_size goes in as it is: softmax of the model's logits.
+    x = torch.rand(1, 3, 32, 48)
+    probs = segment_keep_aspect(method.model, x, 32)
+    assert seen[-1] == (1, 3, 32, 48)
+    torch.testing.assert_close(probs, torch.stack([x[:, 0] * 2 - 1, 1 - x[:, 0] * 2], 1).softmax(1))
+    method.predict(torch.rand(1, 3, 64, 64))
+    assert seen[-1] == (1, 3, 32, 32)
+    squash = LatentDirection(LatentDirection.config_for("smoke", {"test_keep_aspect": "false"}))
+    squash.model = method.model
+    squash.predict(torch.rand(1, 3, 64, 96))
+    assert seen[-1] == (1, 3, 32, 32)

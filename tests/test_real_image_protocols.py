@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -78,34 +79,136 @@ def test_pascal_s_has_850_images_with_full_resolution_masks():
     assert split.image(3).shape == (128, 128, 3)
 
 
-def test_pascal_protocol_scores_a_perfect_and_an_inverted_method():
-    """On a 2-image fake split: a method that predicts the GT exactly scores 1 on every metric;
-    predicting the complement scores 0 IoU (golden values)."""
-    from protocols.pascal_s import PascalSProtocol
+class _FakePascalSplit:
+    """A pascal_s split of full-resolution images and bool masks (``annotation()["fg_mask_full"]``)."""
+
+    name = "all"
+
+    def __init__(self, images, masks):
+        self.images, self.masks = images, masks
+
+    def __len__(self):
+        return len(self.images)
+
+    def full_image(self, i):
+        return self.images[i]
+
+    def annotation(self, i):
+        return {"fg_mask_full": self.masks[i]}
+
+
+def _predictions(part_probs):
+    return type("P", (), {"part_probs": part_probs})()
+
+
+@pytest.mark.parametrize("options", [{"iou": "melas"}, {"iou": "melas", "view": "crop"},
+                                     {"iou": "ganseg", "average": "mean_pr"}])
+def test_pascal_protocol_scores_a_perfect_and_an_inverted_method(options):
+    """On a 2-image fake split: a method that predicts the GT exactly scores ~1 on every metric;
+    predicting the complement scores ~0 IoU, in every view."""
+    from protocols.pascal_s import PascalSProtocol, saliency_metric_name
 
     gts = [np.zeros((40, 60), bool), np.zeros((50, 50), bool)]
     gts[0][10:30, 20:40] = True
     gts[1][5:45, 5:25] = True
-
-    class Split:
-        name = "all"
-        def __len__(self): return 2
-        def full_image(self, i): return np.repeat(gts[i][:, :, None] * 255, 3, axis=2).astype(np.uint8)
-        def annotation(self, i): return {"fg_mask_full": gts[i]}
+    split = _FakePascalSplit([np.repeat(g[:, :, None] * 255, 3, axis=2).astype(np.uint8) for g in gts], gts)
 
     class Oracle:  # reads the mask back from the (mask-coloured) image it is shown
         def __init__(self, invert): self.invert = invert
         def predict(self, images):
             fg = (images[:, 0] > 0.5).float()
             fg = 1 - fg if self.invert else fg
-            return type("P", (), {"part_probs": torch.stack([1 - fg, fg], 1)})()
+            return _predictions(torch.stack([1 - fg, fg], 1))
 
-    protocol = PascalSProtocol({"iou": "melas"})
-    perfect = {r["metric"]: r["value"] for r in protocol.evaluate(Oracle(False), {"test": Split()}, progress=False)}
-    assert perfect["saliency_accuracy"] > 0.97 and perfect["saliency_iou"] > 0.9
-    assert perfect["fg_iou_melas"] > 0.9 and perfect["saliency_max_fbeta"] > 0.9
-    inverted = {r["metric"]: r["value"] for r in protocol.evaluate(Oracle(True), {"test": Split()}, progress=False)}
-    assert inverted["saliency_iou"] < 0.05 and inverted["fg_iou_melas"] < 0.05
+    protocol = PascalSProtocol(options)
+    name = {s: saliency_metric_name(s, protocol.options) for s in ("accuracy", "iou", "max_fbeta", "fbeta_at_0.5")}
+    iou = f"fg_iou_{protocol.options['iou']}"
+    perfect = {r["metric"]: r["value"] for r in protocol.evaluate(Oracle(False), {"test": split}, progress=False)}
+    assert perfect[name["accuracy"]] > 0.97 and perfect[name["iou"]] > 0.9 and perfect[iou] > 0.9
+    assert perfect[name["max_fbeta"]] > 0.9 and perfect[name["fbeta_at_0.5"]] > 0.9
+    inverted = {r["metric"]: r["value"] for r in protocol.evaluate(Oracle(True), {"test": split}, progress=False)}
+    assert inverted[name["iou"]] < 0.05 and inverted[iou] < 0.05
+
+
+def test_pascal_saliency_metric_names_encode_non_default_options():
+    from protocols.pascal_s import PascalSProtocol
+
+    spec = PascalSProtocol.spec
+    assert spec.version == "2"
+    names = lambda **o: [m.name for m in spec.metric_specs(spec.resolve_options(o))]  # noqa: E731
+    assert names() == ["saliency_accuracy", "saliency_iou", "saliency_max_fbeta", "saliency_fbeta_at_0.5",
+                       "fg_iou_ganseg"]
+    assert names(view="crop", average="mean_pr", iou="melas") == [
+        "saliency_accuracy_crop", "saliency_iou_crop", "saliency_max_fbeta_crop_mean_pr",
+        "saliency_fbeta_at_0.5_crop_mean_pr", "fg_iou_melas"]
+    assert names(average="mean_pr")[2:4] == ["saliency_max_fbeta_mean_pr", "saliency_fbeta_at_0.5_mean_pr"]
+
+
+def test_pascal_saliency_is_scored_uncropped_at_full_resolution():
+    """Two 256 x 512 images. The method must see 128 x 256 views (shorter side 128, aspect kept);
+    it predicts fg 0.8 on the left half of the view and 0.2 on the right. Upsampled x2 to the
+    full-resolution mask (log-probabilities, i.e. logits), each row is 255 x 0.8, 2/3, 1/3,
+    255 x 0.2 (logit(0.8) = log 4; the two inner columns mix it 3:1 -> sigmoid(+-log 2)).
+
+    GT 1 = columns < 128, GT 2 = columns < 256. Predicted columns and (P, R):
+      t < 0.2 (512):    1: (1/4, 1)        2: (1/2, 1)
+      [0.2, 1/3) (257): 1: (128/257, 1)    2: (256/257, 1)
+      [1/3, 2/3) (256): 1: (1/2, 1)        2: (1, 1)
+      [2/3, 0.8) (255): 1: (128/255, 1)    2: (1, 255/256)
+      t >= 0.8 (0):     F = 0
+    Official max F: [2/3, 0.8): (F(128/255, 1) + F(1, 255/256)) / 2 = (832/1467 + 1105/1106) / 2.
+    F at 0.5 = (F(1/2, 1) + 1) / 2 = 18/23; accuracy (3/4 + 1) / 2; IoU (1/2 + 1) / 2.
+    average=mean_pr: F(mean P, mean R), largest on [2/3, 0.8): F(383/510, 511/512).
+    """
+    from protocols.pascal_s import PascalSProtocol
+
+    masks = [np.zeros((256, 512), bool), np.zeros((256, 512), bool)]
+    masks[0][:, :128] = True
+    masks[1][:, :256] = True
+    split = _FakePascalSplit([np.zeros((256, 512, 3), np.uint8)] * 2, masks)
+    seen = []
+
+    class HalfAndHalf:
+        def predict(self, images):
+            seen.append(tuple(images.shape))
+            fg = torch.full(images.shape[:1] + images.shape[2:], 0.2, dtype=torch.float64)
+            fg[..., :images.shape[-1] // 2] = 0.8
+            return _predictions(torch.stack([1 - fg, fg], 1))
+
+    def f(p, r):
+        return (1 + Fraction(3, 10)) * p * r / (Fraction(3, 10) * p + r)
+
+    assert f(Fraction(128, 255), 1) == Fraction(832, 1467) and f(1, Fraction(255, 256)) == Fraction(1105, 1106)
+    assert (f(Fraction(1, 2), 1) + 1) / 2 == Fraction(18, 23)
+    rows = PascalSProtocol({"iou": "ganseg"}).evaluate(HalfAndHalf(), {"test": split}, progress=False)
+    got = {r["metric"]: r["value"] for r in rows}
+    assert seen[0] == (2, 3, 128, 256)  # the saliency view, both images in one call
+    assert got["saliency_max_fbeta"] == pytest.approx(float((Fraction(832, 1467) + Fraction(1105, 1106)) / 2),
+                                                      rel=1e-12)
+    assert got["saliency_fbeta_at_0.5"] == pytest.approx(18 / 23, rel=1e-12)
+    assert got["saliency_accuracy"] == pytest.approx(0.875, rel=1e-12)
+    assert got["saliency_iou"] == pytest.approx(0.75, rel=1e-12)
+    mean_pr = {r["metric"]: r["value"] for r in PascalSProtocol({"average": "mean_pr"}).evaluate(
+        HalfAndHalf(), {"test": split}, progress=False)}
+    assert mean_pr["saliency_max_fbeta_mean_pr"] == pytest.approx(
+        float(f(Fraction(383, 510), Fraction(511, 512))), rel=1e-12)
+    assert mean_pr["saliency_accuracy"] == got["saliency_accuracy"]
+
+
+def test_pascal_saliency_views_of_different_sizes_are_predicted_separately():
+    from protocols.pascal_s import predict_each
+
+    calls = []
+
+    class Recorder:
+        def predict(self, images):
+            calls.append(tuple(images.shape))
+            return _predictions(torch.full((len(images), 2) + tuple(images.shape[2:]), 0.5))
+
+    views = [torch.zeros(3, 128, 170), torch.zeros(3, 170, 128), torch.zeros(3, 128, 170)]
+    out = predict_each(Recorder(), views)
+    assert sorted(calls) == [(1, 3, 170, 128), (2, 3, 128, 170)]
+    assert [tuple(p.shape) for p in out] == [(2, 128, 170), (2, 170, 128), (2, 128, 170)]
 
 
 # ----------------------------------------------------------------------------- cub_photos
@@ -179,5 +282,6 @@ def test_centre_prior_on_pascal_s_end_to_end(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     (run_dir,) = (tmp_path / "pascal_s" / "centre_prior").iterdir()
     metrics = {r["metric"]: r["value"] for r in json.loads((run_dir / "metrics.json").read_text())}
-    assert set(metrics) == {"saliency_accuracy", "saliency_iou", "saliency_max_fbeta", "fg_iou_ganseg"}
+    assert set(metrics) == {"saliency_accuracy", "saliency_iou", "saliency_max_fbeta", "saliency_fbeta_at_0.5",
+                            "fg_iou_ganseg"}
     assert all(0 < v < 1 for v in metrics.values())

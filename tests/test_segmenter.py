@@ -152,6 +152,31 @@ def test_pair_checks_and_user_errors():
         check_pairs(images, labels, 2, 4)
     with pytest.raises(UserError, match="batch_size must be >= 2"):
         train_segmenter(replace(TINY, batch_size=1), SQUARES, seed=0, progress=False)
+    # a source that keeps its surplus (latent_direction, as the released code) may return more
+    check_pairs(images, labels, 2, 2, at_least=True)
+    with pytest.raises(ValueError, match="at least 4"):
+        check_pairs(images, labels, 2, 4, at_least=True)
+
+
+class SurplusSquares:
+    """Returns one pair more than asked for; allowed only with ``keep_surplus``."""
+
+    num_classes = 2
+
+    def __init__(self, keep_surplus: bool) -> None:
+        self.keep_surplus, self.sizes = keep_surplus, []
+
+    def pairs(self, batch_size, generator):
+        self.sizes.append(batch_size + 1)
+        return square_pairs(batch_size + 1, generator)
+
+
+def test_trainer_takes_larger_batches_only_from_a_surplus_keeping_source():
+    source = SurplusSquares(keep_surplus=True)
+    train_segmenter(replace(TINY, steps=2), source, seed=0, progress=False)
+    assert source.sizes == [5, 5]  # TINY.batch_size 4, trained on 5
+    with pytest.raises(ValueError, match="batch of 5, asked for 4"):
+        train_segmenter(replace(TINY, steps=2), SurplusSquares(keep_surplus=False), seed=0, progress=False)
 
 
 def test_learns_a_bright_square(tmp_path):

@@ -23,7 +23,9 @@ class PairSource(Protocol):
     ``num_classes`` is K+1 (class 0 = background). ``pairs`` returns images float32
     ``[B,3,H,W]`` in [0,1] and labels int64 ``[B,H,W]`` in ``[0, num_classes)``, drawn fresh on
     every call (e.g. from a generator in eval mode under ``torch.no_grad``), deterministic
-    given the generator's state. Draw every random number from ``generator`` (a CPU generator:
+    given the generator's state. A source whose ``keep_surplus`` attribute is true may return
+    more than ``batch_size`` pairs (the latent-direction code keeps every passing sample of its
+    last draw round, so its batches hold >= batch_size). Draw every random number from ``generator`` (a CPU generator:
     sample on CPU, then move to the model's device), not from numpy or ``random``.
     """
 
@@ -45,7 +47,7 @@ class FunctionPairSource:
 
 
 def check_pairs(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                batch_size: int | None = None) -> None:
+                batch_size: int | None = None, at_least: bool = False) -> None:
     """Raise ValueError (a bug in the pair source, not a user mistake) if a batch breaks the contract."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"pair images must be a [B,3,H,W] tensor, got {tuple(getattr(images, 'shape', ()))}")
@@ -57,8 +59,9 @@ def check_pairs(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
     if tuple(labels.shape) != (b, h, w):
         raise ValueError(f"pair labels shape {tuple(labels.shape)} does not match images {tuple(images.shape)}"
                          " (need [B,H,W])")
-    if batch_size is not None and b != batch_size:
-        raise ValueError(f"pair source returned a batch of {b}, asked for {batch_size}")
+    if batch_size is not None and (b < batch_size if at_least else b != batch_size):
+        wanted = f"at least {batch_size}" if at_least else str(batch_size)
+        raise ValueError(f"pair source returned a batch of {b}, asked for {wanted}")
     lo, hi = torch.aminmax(images)
     if not (lo >= 0 and hi <= 1):  # also catches NaN
         raise ValueError(f"pair images must lie in [0,1], got [{lo.item():.3g}, {hi.item():.3g}]")

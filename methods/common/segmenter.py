@@ -1,8 +1,10 @@
 """A supervised segmenter trained on streamed (image, label) pairs, with exact resume.
 
 Used by GANSeg (torchvision DeepLabV3-ResNet50, 0.5 cross-entropy + 0.5 per-image soft Dice,
-Adam 3e-4, 10k steps of batch 64 at 128 px; the official train_seg.py) and by the latent-direction method (the
-UNet of Melas-Kyriazi et al., cross-entropy, Adam 1e-3 with x0.2 decay at 8k steps; §3).
+Adam 3e-4, 10k steps of batch 64 at 128 px; the official train_seg.py) and by the
+latent-direction method (the UNet of Melas-Kyriazi et al., cross-entropy, Adam 1e-3 at a
+constant lr for 18k steps as the released code ran; its preset ``paper_a12`` is the paper's
+A.1.2 schedule).
 
 Every architecture takes images mapped from [0,1] to [-1,1] at ``image_size`` (GANSeg's
 input range) and returns logits at that size; ``segment`` resizes real images to it and the
@@ -315,7 +317,8 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
             t0 = time.perf_counter()
             with torch.no_grad():
                 images, labels = source.pairs(config.batch_size, pair_rng)
-            check_pairs(images, labels, num_classes, config.batch_size)
+            check_pairs(images, labels, num_classes, config.batch_size,
+                        at_least=bool(getattr(source, "keep_surplus", False)))
             pair_seconds += time.perf_counter() - t0
             x = model_input(images.to(device), config.image_size)
             y = _resize_labels(labels.to(device), config.image_size)

@@ -2,24 +2,31 @@
 
 A unit direction v is optimised so that shifting a code along it keeps the image's edges
 (Sobel consistency term) while brightening the image centre and darkening its border (radial
-term, the photographer's bias). The numbers are REFERENCE §3 (read from the authors' code;
-the paper's appendix quotes lr 0.05 / lambda 5 / 1000 steps instead):
+term, the photographer's bias). The numbers are the released code's (lukemelas/
+unsupervised-image-segmentation ``optimization/main.py``, ``config/optimize.yaml``; the paper's
+appendix A.1.1 quotes lr 0.05 / lambda 5 / 1000 steps instead):
 
-    r_i   ~ clip(N(2, 0.5^2), min 0.1)            one shift per code in the batch
-    x_i   = G(z_i),  x_i' = G(z_i + r_i v)
+    r     ~ clip(N(2, 0.5^2), min 0.1)            one per latent element (shape of z)
+    d     = v / |v|                               inside the forward pass
+    x_i   = G(z_i),  x_i' = G(z_i + r_i * d)
     C     = 4 * (rho - mean(rho)),  rho = radius on a [-1, 1]^2 grid
     loss  = s * 2.0 * mean(gray(x') * C) + 10.0 * MSE(sobel(gray(x')), sobel(gray(x)))
 
 with s = +1 for the light direction v_l (centre brighter) and s = -1 for the dark one v_d.
 Adam lr 5e-3, 300 steps of batch 32, v initialised as randn * 0.1 and renormalised to unit
-length after every step.
+length after every step (``models/latent_shift_model.py:30``).
+
+Two switches keep this project's earlier reading (audit rows 3 and 6):
+``normalise_in_forward=False`` shifts by the raw parameter v (unit only after each step), so the
+gradient has a radial part that Adam turns into a change of direction; ``shift_per="code"`` draws
+one scalar r per code, as the paper's scalar epsilon (Table 8) reads.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +42,15 @@ class DirectionConfig:
     batch_size: int = 32
     lr: float = 5e-3
     init_scale: float = 0.1  # v0 = randn * 0.1, renormalised after each step
-    shift_mean: float = 2.0  # r ~ N(2, 0.5^2) per code, clipped below at 0.1
+    shift_mean: float = 2.0  # r ~ N(2, 0.5^2), clipped below at 0.1
     shift_std: float = 0.5
     shift_min: float = 0.1
+    # Official optimization/main.py:106-107 (randn_like(z)): an r for every latent element.
+    # "code": one r per code (the paper's scalar epsilon; this project before issue 12).
+    shift_per: Literal["element", "code"] = "element"
+    # Official models/latent_shift_model.py:22: the generator sees v / |v|, so the loss gradient
+    # is tangent to the unit sphere. False: it sees v itself (renormalised only after the step).
+    normalise_in_forward: bool = True
     radial_weight: float = 2.0  # lambda_c of Eq. 1 (sign flipped for the dark direction)
     sobel_weight: float = 10.0
     log_every: int = 10
@@ -79,9 +92,28 @@ def direction_loss(images: torch.Tensor, shifted: torch.Tensor, sign: float,
     return loss, {"radial": radial.item(), "sobel": sobel.item()}
 
 
-def sample_shifts(n: int, cfg: DirectionConfig, rng: torch.Generator) -> torch.Tensor:
-    """``r ~ clip(N(shift_mean, shift_std^2), min shift_min)``, one per code."""
-    return (cfg.shift_mean + cfg.shift_std * torch.randn(n, generator=rng)).clamp(min=cfg.shift_min)
+def sample_shifts(n: int, z_dim: int, cfg: DirectionConfig, rng: torch.Generator) -> torch.Tensor:
+    """``r ~ clip(N(shift_mean, shift_std^2), min shift_min)``: ``[n, z_dim]`` (one per latent
+    element, ``shift_per="element"``) or ``[n, 1]`` (one per code); broadcasts against ``[n, z_dim]``."""
+    if cfg.shift_per not in ("element", "code"):
+        raise ValueError(f"shift_per must be 'element' or 'code', got {cfg.shift_per!r}")
+    shape = (n, z_dim) if cfg.shift_per == "element" else (n, 1)
+    return (cfg.shift_mean + cfg.shift_std * torch.randn(shape, generator=rng)).clamp(min=cfg.shift_min)
+
+
+def shift_direction(v: torch.Tensor, cfg: DirectionConfig) -> torch.Tensor:
+    """The direction the generator is shifted along: v / |v| (official) or v itself."""
+    return v / v.norm() if cfg.normalise_in_forward else v
+
+
+def shift_loss(generator: Any, z: torch.Tensor, r: torch.Tensor, v: torch.Tensor, sign: float,
+               cfg: DirectionConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. 1 for codes ``z`` shifted by ``r`` along ``v`` (the parameter; see ``shift_direction``);
+    the unshifted images carry no gradient, as in the released code."""
+    with torch.no_grad():
+        images = generator.generate(z)
+    shifted = generator.generate(z + r * shift_direction(v, cfg))
+    return direction_loss(images, shifted, sign, cfg)
 
 
 def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, seed: int,
@@ -98,16 +130,13 @@ def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, see
     window_t0, last_logged = time.perf_counter(), 0
     for step in range(1, cfg.steps + 1):
         z = generator.sample_z(cfg.batch_size, rng)
-        r = sample_shifts(cfg.batch_size, cfg, rng)
-        with torch.no_grad():
-            images = generator.generate(z)
-        shifted = generator.generate(z + r[:, None] * v)
-        loss, terms = direction_loss(images, shifted, sign, cfg)
+        r = sample_shifts(cfg.batch_size, generator.z_dim, cfg, rng)
+        loss, terms = shift_loss(generator, z, r, v, sign, cfg)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         with torch.no_grad():
-            v /= v.norm()  # the search space is the unit sphere
+            v /= v.norm()  # the search space is the unit sphere (official :30, after_train_iter)
         value = loss.item()
         if not math.isfinite(value):
             raise FloatingPointError(f"direction loss is not finite at step {step}")

@@ -4,7 +4,9 @@
 
 Runs step 1 of the method (v_l, v_d) and writes to ``--out``: ``stats.jsonl`` (phase
 ``direction`` rows and the ``direction_summary``: first/last loss, v_l . v_d),
-``generator.json``, ``directions.pt``, ``figures/latent_shift_strip.png`` (Figure 3 style) and
+``generator.json``, ``directions.pt`` (``torch.load(path, weights_only=True)`` gives a dict with
+the unit vectors ``v_light`` and ``v_dark``, the per-step ``losses_light`` / ``losses_dark``, ``dot``
+and ``seed``; ``--seed`` sets the seed), ``figures/latent_shift_strip.png`` (Figure 3 style) and
 ``figures/generated_pairs.png`` (32 refined image/mask pairs, as the segmenter would see them),
 plus ``summary.json`` with the refinement pass rates. Presets and ``--set`` keys are the
 method's (``python -m benchmark run --method latent_direction``); ``generator.kind=train`` needs
@@ -56,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         method.v_light, method.v_dark = found["v_light"], found["v_dark"]
         method.save_figures(generator, out / "figures", args.seed)
         probe = method.pair_stream(generator)
-        probe.max_rounds = 1
-        probe.pairs(N_FILTER_PROBE, torch.Generator().manual_seed(args.seed + FIGURE_SEED_OFFSET + 1))
-        counts = {k: v for k, v in probe.counts.as_dict().items() if k not in ("filled_unfiltered", "calls")}
+        # One round of codes, refined but not used to fill a batch: the counts are the filters' own.
+        probe.filter_round(N_FILTER_PROBE, torch.Generator().manual_seed(args.seed + FIGURE_SEED_OFFSET + 1))
+        counts = {k: v for k, v in probe.counts.as_dict().items()
+                  if k not in ("used", "surplus_dropped", "filled_unfiltered", "calls")}
         summary = {"v_light_dot_v_dark": found["dot"], "directions_from_cache": cached,
                    "direction_seconds": None if cached else round(seconds, 1),
                    "direction_steps": config.direction.steps,

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from benchmark.errors import UserError
 from benchmark.records import StatsLog
 from methods.base import PARTS, Method
-from methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
+from methods.common.segmenter import SegmenterConfig, build_segmenter, model_logits, segment, train_segmenter
 from methods.latent_direction.directions import DirectionConfig, optimise_direction
 from methods.latent_direction.generators import (GeneratorConfig, ModuleGenerator, build_pretrained_generator,
                                                  resolved_kind)
@@ -42,9 +43,14 @@ N_FIGURE_PAIRS = 32
 
 
 def _melas_unet() -> SegmenterConfig:
-    # Appendix A.1.2 / REFERENCE §3: UNet 64-128-256-512-512, cross-entropy, Adam 1e-3,
-    # x0.2 at 8k of 12k steps, batch 95, 128 px.
-    return SegmenterConfig(arch="unet", steps=12_000, batch_size=95, lr=1e-3, loss="ce", lr_decay_at=8_000,
+    # UNet 64-128-256-512-512, cross-entropy, Adam 1e-3, 128 px (appendix A.1.2). Run length and
+    # schedule as the released code ran: config/segment.yaml 18,000 steps; on-the-fly batches of
+    # >= 95 (gan_dataset.py:186-191; keep_surplus below);
+    # its StepLR(8000, 0.2) is returned to Lightning without
+    # interval "step" (segmentation/main.py:31), so it is stepped once per epoch and never decays
+    # within the run: a constant lr. Preset "paper_a12" is the paper's A.1.2 text instead
+    # (12,000 steps, x0.2 at step 8,000).
+    return SegmenterConfig(arch="unet", steps=18_000, batch_size=95, lr=1e-3, loss="ce", lr_decay_at=0,
                            lr_decay_factor=0.2, image_size=128, unet_width=64, pretrained_backbone="none")
 
 
@@ -56,9 +62,45 @@ class LatentDirectionConfig:
     mask_rule: Literal["both", "single", "single_dark"] = "both"  # Eq. 2 (both) or Eq. 3
     mask_shift: float = 5.0  # eps of Eqs. 2-3 when generating masks
     refine: RefineConfig = field(default_factory=RefineConfig)
-    max_draw_rounds: int = 20  # rounds of codes per batch before rejected samples fill it
+    # Filling a training batch (masks.MaskedPairStream): "official" draws rounds until the batch is
+    # full and raises after max_empty_rounds consecutive rounds where nothing passed (the released
+    # code's @retry(tries=25), gan_dataset.py:273); "unfiltered" (this project before issue 12)
+    # completes the batch with rejected samples after max_draw_rounds rounds.
+    batch_fill: Literal["official", "unfiltered"] = "official"
+    max_empty_rounds: int = 25
+    max_draw_rounds: int = 20  # batch_fill="unfiltered" only
+    # Keep every passing sample of the last draw round, so a batch holds >= segmenter.batch_size
+    # pairs (the released code, gan_dataset.py:186-191); False trims to exactly batch_size.
+    keep_surplus: bool = True
     segmenter: SegmenterConfig = field(default_factory=_melas_unet)
+    # Test time: the released code runs its fully convolutional UNet on the evaluation view as given
+    # (segmentation/main.py test_step; for the saliency sets a 128 x W aspect-kept image). True scales
+    # a non-square view so its shorter side is segmenter.image_size and keeps the aspect; False
+    # squashes it to image_size x image_size (methods.common.segmenter.segment). Square views are
+    # the same either way.
+    test_keep_aspect: bool = True
     figure_shifts: tuple[float, ...] = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0)  # Figure 3's epsilons
+
+
+@torch.no_grad()
+def segment_keep_aspect(model: torch.nn.Module, images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Softmax probabilities ``[B,C,H,W]`` of a fully convolutional segmenter run on ``images`` (in
+    [0,1]) scaled so the shorter side is ``image_size``, aspect kept; logits upsampled bilinearly
+    to H x W before the softmax, as ``segment`` does."""
+    h, w = images.shape[-2:]
+    scale = image_size / min(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False,
+                                                    antialias=True)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model_logits(model, x.to(device) * 2 - 1)
+    finally:
+        model.train(was_training)
+    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return logits.softmax(dim=1).to(images.device)
 
 
 class LatentDirection(Method):
@@ -67,13 +109,15 @@ class LatentDirection(Method):
     Config = LatentDirectionConfig
     PRESETS = {
         "paper": {},
+        # The paper's appendix A.1.2 schedule rather than the released code's (see _melas_unet).
+        "paper_a12": {"segmenter.steps": 12_000, "segmenter.lr_decay_at": 8_000},
         # CPU minutes: a 32 px DCGAN trained for a few minutes, full direction search, small UNet.
         "quick": {"generator.train_image_size": 32, "generator.g_width": 32, "generator.d_width": 32,
                   "generator.train_steps": 1500, "generator.train_batch_size": 64,
                   "generator.checkpoint_every": 500,
                   "direction.steps": 300, "direction.batch_size": 32,
                   "segmenter.arch": "small_unet", "segmenter.steps": 600, "segmenter.batch_size": 32,
-                  "segmenter.lr_decay_at": 400, "segmenter.image_size": 64,
+                  "segmenter.image_size": 64,
                   "segmenter.checkpoint_every": 200},
         "smoke": {"generator.train_image_size": 16, "generator.g_width": 8, "generator.d_width": 8,
                   "generator.z_dim": 16, "generator.train_steps": 3, "generator.train_batch_size": 4,
@@ -92,6 +136,8 @@ class LatentDirection(Method):
             raise UserError(f"latent_direction segments foreground only (num_parts=1), got {self.config.num_parts}")
         if self.config.mask_rule not in MASK_RULES:
             raise UserError(f"mask_rule must be one of {', '.join(MASK_RULES)}, got {self.config.mask_rule!r}")
+        if self.config.max_empty_rounds < 1 or self.config.max_draw_rounds < 1:
+            raise UserError("max_empty_rounds and max_draw_rounds must be >= 1")
         self.model: torch.nn.Module | None = None
         self.v_light: torch.Tensor | None = None
         self.v_dark: torch.Tensor | None = None
@@ -141,7 +187,8 @@ class LatentDirection(Method):
     def pair_stream(self, generator: Any, stats: StatsLog | None = None) -> MaskedPairStream:
         cfg = self.config
         return MaskedPairStream(generator, self.v_light, self.v_dark, rule=cfg.mask_rule, shift=cfg.mask_shift,
-                                refine_cfg=cfg.refine, max_rounds=cfg.max_draw_rounds, stats=stats)
+                                refine_cfg=cfg.refine, fill=cfg.batch_fill, max_empty_rounds=cfg.max_empty_rounds,
+                                max_rounds=cfg.max_draw_rounds, keep_surplus=cfg.keep_surplus, stats=stats)
 
     def save_figures(self, generator: Any, directory: Path, seed: int) -> list[Path]:
         from methods.latent_direction.figures import save_pair_grid, save_shift_strip
@@ -200,7 +247,10 @@ class LatentDirection(Method):
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         if self.model is None:
             raise RuntimeError("latent_direction: call fit() or load() before predict()")
-        return segment(self.model, images, self.config.segmenter)
+        h, w = images.shape[-2:]
+        if not self.config.test_keep_aspect or h == w:
+            return segment(self.model, images, self.config.segmenter)
+        return segment_keep_aspect(self.model, images, self.config.segmenter.image_size)
 
     def state_dict(self) -> dict[str, Any]:
         if self.model is None:

@@ -115,6 +115,23 @@ def prepare_image(image: Any, variant: str, size: int = IOU_SIZE) -> torch.Tenso
     return t[0].clamp(0, 1).float()
 
 
+def prepare_uncropped_image(image: Any, size: int = IOU_SIZE) -> torch.Tensor:
+    """The saliency view of Melas-Kyriazi et al.'s released code for DUTS / ECSSD / DUT-OMRON
+    (``config/segment.yaml`` ``crop: False``; ``real_dataset.py`` ``T.Resize(128)``): the whole
+    image with its shorter side resized to ``size`` and the longer to int(size * ratio), aspect
+    kept, bilinear (antialiased, as PIL when shrinking). float32 [3, h, w] in [0, 1]; ``image`` as
+    for ``prepare_image``. The GT stays at full resolution (``resize_mask=False``)."""
+    arr = to_numpy(image)
+    if arr.dtype == np.uint8:  # torch.tensor copies: dataset arrays may be read-only
+        t = torch.tensor(arr).permute(2, 0, 1).double() / 255.0
+    else:
+        t = to_torch(arr)
+    out_hw = _shorter_side_to(*t.shape[-2:], size)
+    if tuple(t.shape[-2:]) != out_hw:
+        t = _bilinear(t[None], out_hw)[0]
+    return t.clamp(0, 1).float()
+
+
 def _gt_float(mask: Any) -> torch.Tensor:
     m = to_numpy(mask)
     if m.ndim != 2:
@@ -131,6 +148,11 @@ def gt_mask_for_variant(gt_mask: Any, variant: str, size: int = IOU_SIZE) -> np.
     ganseg and redo -> [size, size], melas -> [min(H, W)] * 2 (REFERENCE 1.4). Tested against PIL
     ``resize(BILINEAR)`` and torchvision ``Resize(NEAREST)`` / ``CenterCrop`` on PIL images."""
     return (_view(_gt_float(gt_mask)[None, None], variant, size)[0, 0] > 0.5).numpy()
+
+
+def binary_gt(gt_mask: Any) -> np.ndarray:
+    """A GT mask [H, W] (bool, uint8 0..255 or float in [0, 1]) binarised at > 0.5 at its own resolution."""
+    return (_gt_float(gt_mask) > 0.5).numpy()
 
 
 def _as_part_probs(pred: Any) -> torch.Tensor:

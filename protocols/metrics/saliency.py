@@ -1,27 +1,37 @@
-"""Saliency-style foreground metrics of Melas-Kyriazi et al. Table 1 (REFERENCE 1.5).
+"""Saliency-style foreground metrics of Melas-Kyriazi et al. Table 1, as the released code computes
+them (lukemelas/unsupervised-image-segmentation ``segmentation/metrics.py``; audit
+shared/docs/latent_direction_code_audit.md, which supersedes REFERENCE 1.5 here).
 
-Per image: accuracy and IoU of the prediction binarised at > 0.5, and precision/recall at each
-threshold t in {k/255 : k = 0..255} (prediction > t). Reported: mean accuracy, mean IoU over
-images, and max over t of F-beta (beta^2 = 0.3).
+Per image, with the foreground probability p on the GT grid and the bool GT mask:
 
-F-beta aggregation: REFERENCE 1.5 (and the default ``fbeta_from="mean_pr"``) averages the
-per-image precision and recall over images and computes F from those means. The released
-``src/metrics.py:F_max`` instead computes F per image and averages F (``fbeta_from="mean_f"``);
-it also scans only k = 1..254 (pass ``thresholds``). Conventions from that file: an empty
-prediction has precision 1, an empty GT recall 1, F with P = R = 0 is 0, an empty union IoU 0.
+- accuracy and IoU of ``p > 0.5``; IoU of an empty union is 0;
+- precision and recall of ``p > t``; an empty prediction has precision 1, an empty GT recall 1;
+- F-beta (beta^2 = 0.3) = 1.3 P R / (0.3 P + R), 0 where P = R = 0.
+
+Reported, each a plain mean over images: ``accuracy``, ``iou``; ``max_fbeta``, the max over
+t = k/255, k = 1..254 (``compute_prs`` skips t = 0 and stops below 1) of the per-image F-beta
+averaged over images (``F_max``); ``fbeta_at_0.5``, the per-image F-beta of ``p > 0.5``
+averaged over images (``main.py:60`` ``f_beta``: one precision/recall pair per image, averaged
+by the same ``F_max`` over its single threshold).
+
+``average="mean_pr"`` is this project's earlier reading of the paper (REFERENCE 1.5): precision
+and recall are averaged over images first and F is computed from the means, over k = 0..255.
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from protocols.metrics._arrays import to_numpy
+from protocols.metrics._arrays import to_numpy, to_torch
 
 FBETA_SQUARED = 0.3
 BINARY_THRESHOLD = 0.5
-FBETA_THRESHOLDS = np.arange(256, dtype=np.float64) / 255.0
-FBETA_MODES = ("mean_pr", "mean_f")
+OFFICIAL_THRESHOLDS = np.arange(1, 255, dtype=np.float64) / 255.0  # k = 1..254
+ALL_THRESHOLDS = np.arange(256, dtype=np.float64) / 255.0  # k = 0..255 (average="mean_pr")
+AVERAGES = ("fbeta", "mean_pr")
 
 
 def fbeta(precision: np.ndarray, recall: np.ndarray, beta_squared: float = FBETA_SQUARED) -> np.ndarray:
@@ -54,15 +64,18 @@ class SaliencyAccumulator:
 
     ``update(pred_probs, gt)``: ``pred_probs`` a sequence (or [B, H, W] array/tensor) of
     foreground probabilities in [0, 1]; ``gt`` a matching sequence of bool masks. Sizes may differ
-    between images but not between an image's prediction and its mask.
+    between images but not between an image's prediction and its mask. ``thresholds`` default to
+    k = 1..254 for ``average="fbeta"`` and k = 0..255 for ``"mean_pr"`` (each mode's source).
     """
 
-    def __init__(self, thresholds: Any = FBETA_THRESHOLDS, fbeta_from: str = "mean_pr",
-                 beta_squared: float = FBETA_SQUARED) -> None:
-        if fbeta_from not in FBETA_MODES:
-            raise ValueError(f"fbeta_from must be one of {FBETA_MODES}, got {fbeta_from!r}")
-        self.thresholds = np.asarray(thresholds, dtype=np.float64)
-        self.fbeta_from, self.beta_squared = fbeta_from, beta_squared
+    def __init__(self, average: str = "fbeta", thresholds: Any = None, beta_squared: float = FBETA_SQUARED) -> None:
+        if average not in AVERAGES:
+            raise ValueError(f"average must be one of {AVERAGES}, got {average!r}")
+        if thresholds is None:
+            thresholds = OFFICIAL_THRESHOLDS if average == "fbeta" else ALL_THRESHOLDS
+        # The 0.5 binarisation rides along as the last threshold, so one sort serves both.
+        self.thresholds = np.append(np.asarray(thresholds, dtype=np.float64), BINARY_THRESHOLD)
+        self.average, self.beta_squared = average, beta_squared
         self.count = 0
         self.accuracy_sum = self.iou_sum = 0.0
         self.precision_sum = np.zeros_like(self.thresholds)
@@ -90,23 +103,40 @@ class SaliencyAccumulator:
     def compute(self) -> dict[str, float]:
         if self.count == 0:
             raise ValueError("no images were accumulated")
-        if self.fbeta_from == "mean_pr":
+        if self.average == "mean_pr":
             curve = fbeta(self.precision_sum / self.count, self.recall_sum / self.count, self.beta_squared)
         else:
             curve = self.fbeta_sum / self.count
         return {"accuracy": self.accuracy_sum / self.count, "iou": self.iou_sum / self.count,
-                "max_fbeta": float(curve.max())}
+                "max_fbeta": float(curve[:-1].max()), "fbeta_at_0.5": float(curve[-1])}
 
 
 def saliency_metrics(pred_fg_prob: Sequence[Any] | Any, gt: Sequence[Any] | Any, **options: Any) -> dict[str, float]:
-    """Accuracy, IoU (binarised at > 0.5, per image, mean over images) and max F-beta
-    (beta^2 = 0.3 over t = k/255) of foreground probabilities against bool masks.
-
-    Reproduces Melas-Kyriazi et al. ``src/metrics.py:61-105`` as REFERENCE 1.5 describes it (see
-    the module docstring for the F aggregation; ``options`` go to ``SaliencyAccumulator``).
-    Tested against sklearn ``accuracy_score``, ``jaccard_score`` and
-    ``precision_recall_fscore_support(beta=sqrt(0.3))`` (tests/metrics/test_saliency.py).
-    """
+    """Accuracy, IoU, max F-beta and F-beta at 0.5 of foreground probabilities against bool masks
+    (module docstring; ``options`` go to ``SaliencyAccumulator``). Tested against sklearn
+    ``accuracy_score``, ``jaccard_score`` and ``precision_recall_fscore_support(beta=sqrt(0.3))``
+    and hand-computed cases (tests/metrics/test_saliency.py)."""
     accumulator = SaliencyAccumulator(**options)
     accumulator.update(pred_fg_prob, gt)
     return accumulator.compute()
+
+
+def foreground_on_grids(part_probs: Sequence[Any], shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Foreground probability (1 - background) of each prediction ``[K+1, h, w]`` on its GT grid.
+
+    The released code upsamples the logits bilinearly (align_corners=False) to the mask and takes
+    the softmax there (``main.py:58``; audit row 9). A method returns probabilities, so their logs
+    are upsampled: they differ from the logits by a per-pixel constant, which the (linear)
+    interpolation carries into every channel alike and the softmax removes. Probabilities are
+    clamped at the smallest float64 to keep the logs finite.
+    """
+    out = []
+    for probs, shape in zip(part_probs, shapes):
+        p = to_torch(probs)
+        if p.dim() != 3 or p.shape[0] < 2:
+            raise ValueError(f"need [K+1, h, w] part probabilities, got {tuple(p.shape)}")
+        log_probs = p.double().clamp_min(torch.finfo(torch.float64).tiny).log()
+        if tuple(p.shape[-2:]) != tuple(shape):
+            log_probs = F.interpolate(log_probs[None], size=tuple(shape), mode="bilinear", align_corners=False)[0]
+        out.append((1 - log_probs.softmax(dim=0)[0]).clamp(0, 1).numpy())
+    return out
