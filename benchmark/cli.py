@@ -177,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segmenter", default=None, help="the official segmenter checkpoint ('detector'); "
                    "without it the segmenter is trained on the imported generator's pairs")
     p.add_argument("--parameters", default=None, help="the run's parameters.json (default: two folders above PATH)")
-    p.add_argument("--preset", default="paper", help="settings not in the checkpoint (e.g. the segmenter to train)")
+    p.add_argument("--preset", default="quick",
+                   help="settings the checkpoint does not hold, i.e. the segmenter trained when no --segmenter is "
+                        "given: quick (default; a small UNet, minutes on a CPU) or paper (DeepLabV3-ResNet50 10k x 64 "
+                        "as the authors; a GPU job)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
