@@ -9,15 +9,13 @@ returning ``(fitted method, provenance dict)``.
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
-import sys
 from pathlib import Path
 
-from benchmark.config import to_jsonable
 from benchmark.errors import UserError
 from benchmark.records import StatsLog, env_info, new_run_dir, write_json
-from benchmark.runner import FINAL_CHECKPOINT, RunRequest, _setup_logging, log, resolve, seed_everything
+from benchmark.runner import (FINAL_CHECKPOINT, RunRequest, _setup_logging, config_record, log, resolve,
+                              seed_everything)
 
 
 def import_checkpoint(req: RunRequest, path: Path, *, segmenter: Path | None = None,
@@ -26,28 +24,24 @@ def import_checkpoint(req: RunRequest, path: Path, *, segmenter: Path | None = N
     importer = getattr(resolved.method_cls, "from_official_checkpoint", None)
     if importer is None:
         raise UserError(f"method {req.method!r} has no importer for its authors' checkpoints")
-    spec = resolved.protocol.spec
-    run_dir = new_run_dir(Path(req.out), spec.name, req.method, req.seed)
+    run_dir = new_run_dir(Path(req.out), resolved.protocol.spec.name, req.method, req.seed)
     handler = _setup_logging(run_dir)
     try:
-        seed_everything(req.seed)
-        method, provenance = importer(Path(path), resolved.method_config, workdir=run_dir, seed=req.seed,
-                                      segmenter=segmenter, parameters=parameters, progress=req.progress)
-        method.save(run_dir / FINAL_CHECKPOINT)
-        write_json(run_dir / "config.json", {
-            "method": req.method, "preset": req.preset, "method_config": to_jsonable(method.config),
-            "protocol": to_jsonable(dataclasses.asdict(spec)), "protocol_options": resolved.protocol.options,
-            "dataset": resolved.dataset.describe(), "request": to_jsonable(dataclasses.asdict(req)),
-            "imported_from": to_jsonable(provenance), "argv": sys.argv})
-        write_json(run_dir / "env.json", env_info())
-        StatsLog(run_dir / "stats.jsonl").write(phase="imported", **{k: v for k, v in provenance.items()
-                                                                     if isinstance(v, (str, int, float))})
-        log.info("imported %s into %s", path, run_dir)
+        try:
+            seed_everything(req.seed)
+            method, provenance = importer(Path(path), resolved.method_config, workdir=run_dir, seed=req.seed,
+                                          segmenter=segmenter, parameters=parameters, progress=req.progress)
+            method.save(run_dir / FINAL_CHECKPOINT)
+            write_json(run_dir / "config.json",
+                       config_record(req, resolved, method.config, imported_from=provenance))
+            write_json(run_dir / "env.json", env_info())
+            StatsLog(run_dir / "stats.jsonl").write(phase="imported", **{k: v for k, v in provenance.items()
+                                                                         if isinstance(v, (str, int, float))})
+            log.info("imported %s into %s", path, run_dir)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
     except BaseException:
-        log.removeHandler(handler)
-        handler.close()
         shutil.rmtree(run_dir, ignore_errors=True)  # no half-written run folder for a failed import
         raise
-    log.removeHandler(handler)
-    handler.close()
     return run_dir

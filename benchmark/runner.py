@@ -71,6 +71,15 @@ def resolve(req: RunRequest) -> Resolved:
     return Resolved(method_cls, config, protocol, dataset)
 
 
+def config_record(req: RunRequest, resolved: Resolved, method_config: Any, **extra: Any) -> dict[str, Any]:
+    """The run's ``config.json``: everything that changes a number, and the request to rerun it."""
+    return {"method": req.method, "preset": req.preset, "method_config": to_jsonable(method_config),
+            "protocol": to_jsonable(dataclasses.asdict(resolved.protocol.spec)),
+            "protocol_options": resolved.protocol.options, "dataset": resolved.dataset.describe(),
+            "request": to_jsonable(dataclasses.asdict(req)), **{k: to_jsonable(v) for k, v in extra.items()},
+            "argv": sys.argv}
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -112,11 +121,7 @@ def run(req: RunRequest, resume_dir: Path | None = None) -> Path:
     handler = _setup_logging(run_dir)
     try:
         if not resume_dir:  # a resumed run keeps the config it was started with
-            write_json(run_dir / "config.json", {
-                "method": req.method, "preset": req.preset, "method_config": to_jsonable(resolved.method_config),
-                "protocol": to_jsonable(dataclasses.asdict(spec)), "protocol_options": resolved.protocol.options,
-                "dataset": resolved.dataset.describe(), "request": to_jsonable(dataclasses.asdict(req)),
-                "argv": sys.argv})
+            write_json(run_dir / "config.json", config_record(req, resolved, resolved.method_config))
         env = env_info()
         write_json(run_dir / "env.json", env)
         stats = StatsLog(run_dir / "stats.jsonl")

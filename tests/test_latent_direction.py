@@ -1,6 +1,5 @@
 """The latent-direction method (Melas-Kyriazi et al. 2022): loss terms against independent
 references, mask rules and filters on hand-made cases, generator adapters, resume."""
-import dataclasses
 import math
 import sys
 
@@ -16,7 +15,7 @@ from methods.latent_direction.directions import (DirectionConfig, direction_loss
                                                  radial_prior, sample_shifts, shift_loss, sobel_magnitude)
 from methods.latent_direction.masks import (MaskedPairStream, RefineConfig, count_histogram_peaks,
                                             foreground_fraction_ok, keep_large_components, mask_from_grays, refine)
-from methods.latent_direction.method import LatentDirection, segment_keep_aspect
+from methods.latent_direction.method import LatentDirection
 
 torch.set_num_threads(1)
 
@@ -521,7 +520,7 @@ def test_predict_keeps_the_aspect_of_non_square_views():
     assert seen[-1] == (2, 3, 32, 48) and out.shape == (2, 2, 64, 96)
     # A view whose shorter side already is image_size goes in as it is: softmax of the model's logits.
     x = torch.rand(1, 3, 32, 48)
-    probs = segment_keep_aspect(method.model, x, 32)
+    probs = method.predict(x).part_probs
     assert seen[-1] == (1, 3, 32, 48)
     torch.testing.assert_close(probs, torch.stack([x[:, 0] * 2 - 1, 1 - x[:, 0] * 2], 1).softmax(1))
     method.predict(torch.rand(1, 3, 64, 64))

@@ -13,7 +13,7 @@ from benchmark.errors import UserError
 from benchmark.records import StatsLog
 from methods.common.pairs import FunctionPairSource, PairSource, check_pairs
 from methods.common.segmenter import (CHECKPOINT_NAME, SegmenterConfig, build_segmenter, lr_at,
-                                      official_dice_loss, segment, segmentation_loss, soft_dice_loss,
+                                      GANSEG_DICE_EPS, segment, segmentation_loss, soft_dice_loss,
                                       train_segmenter)
 from methods.common.unet import unet_widths
 
@@ -61,16 +61,16 @@ def test_soft_dice_zero_for_perfect_prediction():
     assert soft_dice_loss(1 - onehot, LABELS, 0.0) == pytest.approx(1.0, abs=1e-7)
 
 
-def test_official_per_image_dice_hand_computed():
+def test_ganseg_per_image_dice_hand_computed():
     # one image: the same sums as above with eps 1e-8 instead of s -> 30/91
-    assert official_dice_loss(PROBS, LABELS).item() == pytest.approx(30 / 91, abs=1e-6)
+    assert soft_dice_loss(PROBS, LABELS, GANSEG_DICE_EPS, per_image=True).item() == pytest.approx(30 / 91, abs=1e-6)
     # two images: image 2 all background, predicted p0 = .5 everywhere. Per image and channel:
     # image 2, channel 0: 1 - 2*2/(2+4) = 1/3; channel 1 (absent): 1 - eps/(2 + eps) ~ 1.
     # mean over (b, c) = (1 - 1.6/2.8 + 1 - 4/5.2 + 1/3 + 1) / 4
     labels = torch.cat([LABELS, torch.zeros_like(LABELS)])
     probs = torch.cat([PROBS, torch.full_like(PROBS, 0.5)])
     expected = (1 - 1.6 / 2.8 + 1 - 4 / 5.2 + 1 / 3 + 1) / 4
-    assert official_dice_loss(probs, labels).item() == pytest.approx(expected, abs=1e-6)
+    assert soft_dice_loss(probs, labels, GANSEG_DICE_EPS, per_image=True).item() == pytest.approx(expected, abs=1e-6)
     # the batch-pooled Dice weighs the absent class differently
     assert soft_dice_loss(probs, labels, 0.0).item() != pytest.approx(expected, abs=1e-3)
 

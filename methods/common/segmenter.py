@@ -56,9 +56,9 @@ class SegmenterConfig:
     loss: Literal["ce_dice", "ce"] = "ce_dice"  # GANSeg: 0.5 CE + 0.5 soft Dice over K+1 channels
     ce_weight: float = 0.5  # weights of the "ce_dice" loss (GANSeg: 0.5 / 0.5)
     dice_weight: float = 0.5
-    # Soft Dice: "per_image" = the GANSeg code's (train_seg.py:57-61: per image and channel, eps
-    # 1e-8, mean over both; official_dice_loss) | "batch" = pooled over the batch per channel
-    # with smoothing dice_smooth (soft_dice_loss).
+    # Soft Dice (soft_dice_loss): "per_image" = the GANSeg code's (train_seg.py:57-61: per image
+    # and channel, eps 1e-8, mean over both) | "batch" = pooled over the batch per channel with
+    # smoothing dice_smooth.
     dice: Literal["per_image", "batch"] = "per_image"
     dice_smooth: float = 1.0  # additive smoothing s of the "batch" Dice ratio
     lr_decay_at: int = 0  # 0 = constant lr; Melas: x0.2 at 8k steps
@@ -134,11 +134,18 @@ def model_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out["out"] if isinstance(out, dict) else out
 
 
-def model_input(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """[0,1] images at any size -> [-1,1] at ``image_size`` (antialiased bilinear resize)."""
-    if images.shape[-2:] != (image_size, image_size):
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear",
-                               align_corners=False, antialias=True)
+def model_input(images: torch.Tensor, image_size: int, keep_aspect: bool = False) -> torch.Tensor:
+    """[0,1] images at any size -> [-1,1] at ``image_size`` x ``image_size`` (antialiased bilinear
+    resize), or with ``keep_aspect`` the shorter side at ``image_size`` and the aspect kept (for
+    fully convolutional models run on non-square views)."""
+    h, w = images.shape[-2:]
+    if keep_aspect:
+        scale = image_size / min(h, w)
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    else:
+        size = (image_size, image_size)
+    if (h, w) != size:
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
     return images * 2 - 1
 
 
@@ -158,50 +165,46 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def segment(model: nn.Module, images: torch.Tensor, config: SegmenterConfig) -> torch.Tensor:
+def segment(model: nn.Module, images: torch.Tensor, config: SegmenterConfig,
+            keep_aspect: bool = False) -> torch.Tensor:
     """images ``[B,3,H,W]`` in [0,1] -> softmax probabilities ``[B,C,H,W]`` at the input resolution.
 
-    Resizes to ``config.image_size``, maps to [-1,1], runs the model in eval mode without
-    gradients, upsamples the logits bilinearly to ``H x W`` and takes the softmax there.
-    The result is on the images' device.
+    Resizes to ``config.image_size`` (``keep_aspect``: the shorter side, see ``model_input``), maps
+    to [-1,1], runs the model in eval mode without gradients, upsamples the logits bilinearly to
+    ``H x W`` and takes the softmax there. The result is on the images' device.
     """
     device = next(model.parameters()).device
     with torch.no_grad(), _eval_mode(model):
-        logits = model_logits(model, model_input(images.to(device), config.image_size))
+        logits = model_logits(model, model_input(images.to(device), config.image_size, keep_aspect))
         logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return logits.softmax(dim=1).to(images.device)
 
 
 # ----------------------------------------------------------------------------- losses
 
-def soft_dice_loss(probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+GANSEG_DICE_EPS = 1e-8  # train_seg.py:57 cal_dice_loss(ep=1e-8)
+
+
+def soft_dice_loss(probs: torch.Tensor, labels: torch.Tensor, smooth: float = 1.0,
+                   per_image: bool = False) -> torch.Tensor:
     """Soft Dice loss over all C channels, background included.
 
-    With p = softmax probabilities ``[B,C,H,W]``, y = one-hot labels and sums over the batch
-    and all pixels per channel c::
+    With p = softmax probabilities ``[B,C,H,W]``, y = one-hot labels and sums over all pixels per
+    channel c (and over the batch unless ``per_image``)::
 
         dice_c = (2 * sum(p_c * y_c) + s) / (sum(p_c) + sum(y_c) + s)
-        loss   = 1 - (1/C) * sum_c dice_c
+        loss   = 1 - mean over c (and over images b when per_image) of dice_c
 
-    It is 0 for a perfect one-hot prediction whatever s is; s (``dice_smooth``) keeps a class
-    absent from the batch from dominating the loss (its dice_c tends to 1 as its p_c -> 0).
+    ``per_image=True, smooth=1e-8`` is GANSeg's cal_dice_loss (train_seg.py:57-61): every
+    (image, part) pair weighs the same, so small parts count as much as large ones. It is 0 for
+    a perfect one-hot prediction whatever s is; a larger s keeps a class absent from the batch
+    from dominating the loss (its dice_c tends to 1 as its p_c -> 0).
     """
-    num_classes = probs.shape[1]
-    onehot = F.one_hot(labels, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
-    dims = (0, 2, 3)
+    onehot = F.one_hot(labels, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (-2, -1) if per_image else (0, 2, 3)
     inter = (probs * onehot).sum(dims)
     dice = (2 * inter + smooth) / (probs.sum(dims) + onehot.sum(dims) + smooth)
     return 1 - dice.mean()
-
-
-def official_dice_loss(probs: torch.Tensor, labels: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """GANSeg's Dice loss (train_seg.py:57-61): for every image b and channel c,
-    1 - (2 sum_p p_bc y_bc + eps) / (sum_p p_bc + sum_p y_bc + eps), averaged over b and c.
-    Every (image, part) pair weighs the same, so small parts count as much as large ones."""
-    onehot = F.one_hot(labels, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-    inter = 2 * (probs * onehot).sum(dim=(-2, -1)) + eps
-    union = probs.sum(dim=(-2, -1)) + onehot.sum(dim=(-2, -1)) + eps
-    return (1 - inter / union).mean()
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor,
@@ -212,8 +215,8 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor,
         return ce, {"ce": ce}
     if config.loss == "ce_dice":
         probs = logits.softmax(dim=1)
-        dice = official_dice_loss(probs, labels) if config.dice == "per_image" else \
-            soft_dice_loss(probs, labels, config.dice_smooth)
+        dice = soft_dice_loss(probs, labels, GANSEG_DICE_EPS, per_image=True) if config.dice == "per_image" \
+            else soft_dice_loss(probs, labels, config.dice_smooth)
         return config.ce_weight * ce + config.dice_weight * dice, {"ce": ce, "dice": dice}
     raise UserError(f"unknown segmenter loss {config.loss!r}; choose ce or ce_dice")
 

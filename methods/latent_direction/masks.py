@@ -221,7 +221,8 @@ class MaskedPairStream:
         grays = (gray(light) if light is not None else None, gray(images), gray(dark) if dark is not None else None)
         out = {"images": images, "mask": mask_from_grays(*grays, self.rule),
                "shifted": [x for x in (light, dark) if x is not None]}
-        if self.rule == "both":
+        cfg = self.refine_cfg
+        if self.rule == "both" and cfg.enabled and cfg.area_masks == "each":  # only the area filter reads them
             out["direction_masks"] = [mask_from_grays(*grays, "single"), mask_from_grays(*grays, "single_dark")]
         return out
 

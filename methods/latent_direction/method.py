@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from benchmark.errors import UserError
 from benchmark.records import StatsLog
 from methods.base import PARTS, Method
-from methods.common.segmenter import SegmenterConfig, build_segmenter, model_logits, segment, train_segmenter
+from methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
 from methods.latent_direction.directions import DirectionConfig, optimise_direction
 from methods.latent_direction.generators import (GeneratorConfig, ModuleGenerator, build_pretrained_generator,
                                                  resolved_kind)
@@ -80,27 +79,6 @@ class LatentDirectionConfig:
     # the same either way.
     test_keep_aspect: bool = True
     figure_shifts: tuple[float, ...] = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0)  # Figure 3's epsilons
-
-
-@torch.no_grad()
-def segment_keep_aspect(model: torch.nn.Module, images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Softmax probabilities ``[B,C,H,W]`` of a fully convolutional segmenter run on ``images`` (in
-    [0,1]) scaled so the shorter side is ``image_size``, aspect kept; logits upsampled bilinearly
-    to H x W before the softmax, as ``segment`` does."""
-    h, w = images.shape[-2:]
-    scale = image_size / min(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False,
-                                                    antialias=True)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        logits = model_logits(model, x.to(device) * 2 - 1)
-    finally:
-        model.train(was_training)
-    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    return logits.softmax(dim=1).to(images.device)
 
 
 class LatentDirection(Method):
@@ -247,10 +225,7 @@ class LatentDirection(Method):
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         if self.model is None:
             raise RuntimeError("latent_direction: call fit() or load() before predict()")
-        h, w = images.shape[-2:]
-        if not self.config.test_keep_aspect or h == w:
-            return segment(self.model, images, self.config.segmenter)
-        return segment_keep_aspect(self.model, images, self.config.segmenter.image_size)
+        return segment(self.model, images, self.config.segmenter, keep_aspect=self.config.test_keep_aspect)
 
     def state_dict(self) -> dict[str, Any]:
         if self.model is None:

@@ -98,18 +98,22 @@ def _view(t: torch.Tensor, variant: str, size: int) -> torch.Tensor:
     raise ValueError(f"unknown IoU variant {variant!r}; one of {', '.join(IOU_VARIANTS)}")
 
 
+def _image_tensor(image: Any) -> torch.Tensor:
+    """uint8 [H, W, 3] or float [3, H, W] in [0, 1] -> float64 [3, H, W] in [0, 1] (a copy:
+    dataset arrays may be read-only)."""
+    arr = to_numpy(image)
+    if arr.dtype == np.uint8:
+        return torch.tensor(arr).permute(2, 0, 1).double() / 255.0
+    return to_torch(arr)
+
+
 def prepare_image(image: Any, variant: str, size: int = IOU_SIZE) -> torch.Tensor:
     """The view of a full-resolution image a method must segment for ``variant``: float32
     [3, size, size] in [0, 1]. ``image`` is uint8 [H, W, 3] (as ``Split.image``) or float [3, H, W]
     in [0, 1]. ganseg: GANSeg ``cub_preprocess.py`` (PIL bilinear to 128x128); redo: ReDO
     ``train.py`` (Resize(128, NEAREST) + CenterCrop(128)); melas: ``real_dataset.py``
     (central_crop + Resize(128)). Shape/crop behaviour tested in tests/metrics/test_iou.py."""
-    arr = to_numpy(image)
-    if arr.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).double() / 255.0
-    else:
-        t = to_torch(arr)
-    t = _view(t[None], variant, size)
+    t = _view(_image_tensor(image)[None], variant, size)
     if variant == "melas":
         t = _bilinear(t, (size, size))
     return t[0].clamp(0, 1).float()
@@ -121,11 +125,7 @@ def prepare_uncropped_image(image: Any, size: int = IOU_SIZE) -> torch.Tensor:
     image with its shorter side resized to ``size`` and the longer to int(size * ratio), aspect
     kept, bilinear (antialiased, as PIL when shrinking). float32 [3, h, w] in [0, 1]; ``image`` as
     for ``prepare_image``. The GT stays at full resolution (``resize_mask=False``)."""
-    arr = to_numpy(image)
-    if arr.dtype == np.uint8:  # torch.tensor copies: dataset arrays may be read-only
-        t = torch.tensor(arr).permute(2, 0, 1).double() / 255.0
-    else:
-        t = to_torch(arr)
+    t = _image_tensor(image)
     out_hw = _shorter_side_to(*t.shape[-2:], size)
     if tuple(t.shape[-2:]) != out_hw:
         t = _bilinear(t[None], out_hw)[0]
