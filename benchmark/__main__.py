@@ -1,5 +1,5 @@
 import sys
 
-from benchmark.cli import main
+from segbench.benchmark.cli import main
 
 sys.exit(main())

@@ -9,20 +9,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.errors import UserError
-from benchmark.registry import UnknownNameError
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.registry import UnknownNameError
 
 REGISTRY_KINDS = ("methods", "protocols", "datasets")
 
 
 def _registry(kind: str):
     if kind == "methods":
-        from methods import METHODS
+        from segbench.methods import METHODS
         return METHODS
     if kind == "protocols":
-        from protocols import PROTOCOLS
+        from segbench.protocols import PROTOCOLS
         return PROTOCOLS
-    from datasets import DATASETS
+    from segbench.datasets import DATASETS
     return DATASETS
 
 
@@ -45,7 +45,7 @@ def format_metrics(records: list[dict]) -> str:
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
-    from benchmark.config import parse_set_args
+    from segbench.benchmark.config import parse_set_args
     try:
         return parse_set_args(items)
     except UserError as exc:
@@ -54,15 +54,15 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
-        from benchmark.runner import resume
+        from segbench.benchmark.runner import resume
         return _report_run(resume(Path(args.resume), data_root=args.data_root, progress=not args.no_progress))
     if not (args.method and args.protocol):
         raise UserError("run needs --method and --protocol (or --resume RUN_DIR)")
     # Check the names first: a typo should cost milliseconds, not a torch import.
     _registry("methods").entry(args.method)
     _registry("protocols").entry(args.protocol)
-    from benchmark.runner import RunRequest, resolve, run
-    from benchmark.config import dumps
+    from segbench.benchmark.runner import RunRequest, resolve, run
+    from segbench.benchmark.config import dumps
 
     req = RunRequest(method=args.method, protocol=args.protocol, preset=args.preset, seed=args.seed,
                      overrides=_key_values(args.set, "--set"), options=_key_values(args.option, "--option"),
@@ -78,14 +78,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report_run(run_dir: Path) -> int:
-    from benchmark.records import read_json
+    from segbench.benchmark.records import read_json
     print(f"run directory: {run_dir}")
     print(format_metrics(read_json(run_dir / "metrics.json")))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from benchmark.runner import rescore
+    from segbench.benchmark.runner import rescore
 
     records = rescore(Path(args.run_dir), data_root=args.data_root, progress=not args.no_progress)
     print(format_metrics(records))
@@ -95,8 +95,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_import_checkpoint(args: argparse.Namespace) -> int:
     _registry("methods").entry(args.method)
     _registry("protocols").entry(args.protocol)
-    from benchmark.import_checkpoint import import_checkpoint
-    from benchmark.runner import RunRequest
+    from segbench.benchmark.import_checkpoint import import_checkpoint
+    from segbench.benchmark.runner import RunRequest
 
     req = RunRequest(method=args.method, protocol=args.protocol, preset=args.preset, seed=args.seed,
                      overrides=_key_values(args.set, "--set"), options=_key_values(args.option, "--option"),
@@ -109,7 +109,7 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from benchmark.tables import write_tables
+    from segbench.benchmark.tables import write_tables
 
     for path in write_tables(Path(args.runs), Path(args.paper), Path(args.out)):
         print(f"wrote {path}")
@@ -120,7 +120,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     _registry("datasets").entry(args.dataset)  # a typo costs milliseconds, not a torch import
-    from benchmark.prepare import default_workers, prepare_dataset
+    from segbench.benchmark.prepare import default_workers, prepare_dataset
 
     prepare_dataset(args.dataset, args.data_root, image_size=args.image_size, splits=args.split or None,
                     force=args.force, workers=args.workers or default_workers(), verify_only=args.verify_only,
@@ -129,7 +129,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from datasets.synthetic_parts import measure_throughput
+    from segbench.datasets.synthetic_parts import measure_throughput
 
     for resolution in args.resolution:
         print(f"synthetic_parts {resolution}px: {measure_throughput(resolution, n=args.n):.0f} images/s "

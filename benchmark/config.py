@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any, Literal, Mapping, Union
 
-from benchmark.errors import UserError
+from segbench.benchmark.errors import UserError
 
 PRESET_NAMES = ("paper", "quick", "smoke")
 

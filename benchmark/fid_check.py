@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import DataNotFoundError
+from segbench.benchmark.errors import DataNotFoundError
 
 
 def _load_images(paths: list[Path], size: int | None):
@@ -44,7 +44,7 @@ def _load_images(paths: list[Path], size: int | None):
 
 
 def _fid_both(f1: np.ndarray, f2: np.ndarray) -> tuple[float, float]:
-    from protocols.metrics.fid import feature_statistics, frechet_distance
+    from segbench.protocols.metrics.fid import feature_statistics, frechet_distance
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 
     (m1, s1), (m2, s2) = feature_statistics(f1), feature_statistics(f2)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from protocols.inception import inception_features, locate_inception_weights
+    from segbench.protocols.inception import inception_features, locate_inception_weights
 
     cub_paths = sorted((args.data_root / "cub_birds_5902" / "images").glob("*/*.jpg"))
     face_paths = sorted((args.data_root / "faces_wild68" / "images" / "train").glob("*.jpg"))

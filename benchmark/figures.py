@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from methods.base import SAMPLES
-from protocols.metrics.centres import part_centres
+from segbench.methods.base import SAMPLES
+from segbench.protocols.metrics.centres import part_centres
 
 # Distinct colours for up to 16 parts (background is left uncoloured).
 PALETTE = np.array([

@@ -12,9 +12,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from benchmark.errors import UserError
-from benchmark.records import StatsLog, env_info, new_run_dir, write_json
-from benchmark.runner import (FINAL_CHECKPOINT, RunRequest, _setup_logging, config_record, log, resolve,
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.records import StatsLog, env_info, new_run_dir, write_json
+from segbench.benchmark.runner import (FINAL_CHECKPOINT, RunRequest, _setup_logging, config_record, log, resolve,
                               seed_everything)
 
 

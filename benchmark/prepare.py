@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable, Sequence
 
-from benchmark.errors import UserError
+from segbench.benchmark.errors import UserError
 
 
 def prepare_dataset(name: str, data_root: str | None, *, image_size: int | None = None,
@@ -14,9 +14,9 @@ def prepare_dataset(name: str, data_root: str | None, *, image_size: int | None 
                     verify_only: bool = False, progress: bool = True,
                     echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Verify, then cache; prints a summary through ``echo`` and returns both reports."""
-    from datasets import DATASETS
-    from datasets.paths import resolve_data_root
-    from datasets.realformat import CountMismatchWarning, RealFormatDataset
+    from segbench.datasets import DATASETS
+    from segbench.datasets.paths import resolve_data_root
+    from segbench.datasets.realformat import CountMismatchWarning, RealFormatDataset
 
     cls = DATASETS.get(name)
     if not (isinstance(cls, type) and issubclass(cls, RealFormatDataset)):

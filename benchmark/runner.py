@@ -14,15 +14,15 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from benchmark import figures
-from benchmark.config import to_jsonable
-from benchmark.errors import UserError
-from benchmark.records import (env_info, git_label, git_state, metric_records, new_run_dir, read_json,
+from segbench.benchmark import figures
+from segbench.benchmark.config import to_jsonable
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.records import (env_info, git_label, git_state, metric_records, new_run_dir, read_json,
                                utc_now, write_json, StatsLog)
-from datasets import DATASETS
-from datasets.paths import resolve_data_root
-from methods import METHODS
-from protocols import PROTOCOLS
+from segbench.datasets import DATASETS
+from segbench.datasets.paths import resolve_data_root
+from segbench.methods import METHODS
+from segbench.protocols import PROTOCOLS
 
 log = logging.getLogger("segbench")
 FINAL_CHECKPOINT = Path("checkpoints") / "final"

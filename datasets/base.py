@@ -96,7 +96,7 @@ class Dataset(ABC):
 
     def split(self, name: str, limit: int | None = None) -> Split:
         if name not in self.SPLITS:
-            from benchmark.errors import UserError
+            from segbench.benchmark.errors import UserError
             raise UserError(f"{type(self).__name__} has no split {name!r}; splits: {', '.join(self.SPLITS)}")
         split = self._split(name)
         if limit is not None and limit < len(split):

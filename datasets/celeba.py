@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.errors import UserError
-from datasets.base import SplitInfo
-from datasets.realformat import (DataFormatError, FolderFiles, Members, RealFormatDataset, locate, read_name_list,
+from segbench.benchmark.errors import UserError
+from segbench.datasets.base import SplitInfo
+from segbench.datasets.realformat import (DataFormatError, FolderFiles, Members, RealFormatDataset, locate, read_name_list,
                                  read_table, require)
 
 SUBDIRS = ("celeba", "CelebA")  # --data-root may name the CelebA folder or its parent

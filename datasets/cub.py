@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmark.errors import UserError
-from datasets.base import SplitInfo
-from datasets.fg_views import (CUB_FLOWERS_AUGMENTATION, ViewSplit, augment_choice, check_same_size, grey_mask_full,
+from segbench.benchmark.errors import UserError
+from segbench.datasets.base import SplitInfo
+from segbench.datasets.fg_views import (CUB_FLOWERS_AUGMENTATION, ViewSplit, augment_choice, check_same_size, grey_mask_full,
                                grey_mask_resized, require_listed_files)
-from datasets.realformat import DataFormatError, Members, RealFormatDataset, locate, read_table, require
+from segbench.datasets.realformat import DataFormatError, Members, RealFormatDataset, locate, read_table, require
 
 SUBDIRS = ("CUB_200_2011", "cub", "CUB")
 SPLIT_LABELS = {"train": 0, "val": 1, "test": 2}  # ReDO train_val_test_split.txt

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import UserError
-from datasets.base import Dataset, SplitInfo
-from datasets.faces_wild import require_root
-from datasets.image_files import ImageFileSplit
+from segbench.benchmark.errors import UserError
+from segbench.datasets.base import Dataset, SplitInfo
+from segbench.datasets.faces_wild import require_root
+from segbench.datasets.image_files import ImageFileSplit
 
 SUBDIR = "cub_birds_5902"
 LAYOUT = (f"<data-root>/{SUBDIR}/images.txt ('<id>, <path>'), train_test_split.txt ('<id>, 0|1'), "

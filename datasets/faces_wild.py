@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from datasets.base import Dataset, SplitInfo
-from datasets.image_files import ImageFileSplit
-from datasets.realformat import locate, require
+from segbench.datasets.base import Dataset, SplitInfo
+from segbench.datasets.image_files import ImageFileSplit
+from segbench.datasets.realformat import locate, require
 
 SUBDIR = "faces_wild68"
 LANDMARK_FILE = "landmarks5.csv"

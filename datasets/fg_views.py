@@ -25,9 +25,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms import functional as TF
 
-from benchmark.errors import UserError
-from datasets.base import FitImages, to_tensor
-from datasets.realformat import DataFormatError, RealFormatSplit, decode_rgb
+from segbench.benchmark.errors import UserError
+from segbench.datasets.base import FitImages, to_tensor
+from segbench.datasets.realformat import DataFormatError, RealFormatSplit, decode_rgb
 
 AUGMENT_CHOICES = ("none", "ganseg")
 MASK_THRESHOLD = 127.5  # GANSeg cub_preprocess.py: mask > 255 / 2 after the bilinear resize
@@ -127,7 +127,7 @@ class ViewSplit(RealFormatSplit):
 
 def open_mask(path: Path) -> Image.Image:
     """The mask image, decoded (a missing or corrupt file fails naming it)."""
-    from benchmark.errors import DataNotFoundError
+    from segbench.benchmark.errors import DataNotFoundError
 
     path = Path(path)
     if not path.is_file():
@@ -172,7 +172,7 @@ def missing_files(paths: list[Path]) -> list[Path]:
 
 def require_listed_files(paths: list[Path], what: str, layout: str, source: str) -> None:
     """Every file a list names must exist: one DataNotFoundError naming the first missing one."""
-    from benchmark.errors import DataNotFoundError
+    from segbench.benchmark.errors import DataNotFoundError
 
     missing = missing_files(paths)
     if missing:

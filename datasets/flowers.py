@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datasets.base import SplitInfo
-from datasets.fg_views import CUB_FLOWERS_AUGMENTATION, ViewSplit, augment_choice, check_same_size, open_mask, \
+from segbench.datasets.base import SplitInfo
+from segbench.datasets.fg_views import CUB_FLOWERS_AUGMENTATION, ViewSplit, augment_choice, check_same_size, open_mask, \
     require_listed_files
-from datasets.realformat import DataFormatError, Members, RealFormatDataset, locate, require
+from segbench.datasets.realformat import DataFormatError, Members, RealFormatDataset, locate, require
 
 SUBDIRS = ("flowers", "102flowers", "oxford_flowers102", "Flowers")
 SETID_KEYS = {"train": "tstid", "val": "valid", "test": "trnid"}  # ReDO / GANSeg swap train and test

@@ -9,9 +9,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from benchmark.errors import DataNotFoundError
-from datasets.base import Split
-from datasets.list_files import DataFormatError
+from segbench.benchmark.errors import DataNotFoundError
+from segbench.datasets.base import Split
+from segbench.datasets.list_files import DataFormatError
 
 Annotate = Callable[[int], dict[str, Any]]  # index -> annotation at the split's image_size
 
@@ -58,5 +58,5 @@ class ImageFileSplit(Split):
 
     def content_fingerprint(self) -> str:
         """Cheap content key (names relative to the root, sizes, mtimes) for derived-file caches."""
-        from protocols.metrics.fid import content_hash
+        from segbench.protocols.metrics.fid import content_hash
         return content_hash(self.paths[:len(self)], root=self._root)

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from benchmark.errors import UserError
+from segbench.benchmark.errors import UserError
 
 FAST_PARSE_ROWS = 20_000  # list files at least this long are tokenised by pandas
 

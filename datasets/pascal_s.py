@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmark.errors import UserError
-from datasets.base import Dataset, SplitInfo
-from datasets.faces_wild import require_root
-from datasets.image_files import ImageFileSplit
+from segbench.benchmark.errors import UserError
+from segbench.datasets.base import Dataset, SplitInfo
+from segbench.datasets.faces_wild import require_root
+from segbench.datasets.image_files import ImageFileSplit
 
 SUBDIR = "pascal_s"
 MASK_THRESHOLD = 128  # >= 6 of 12 annotators

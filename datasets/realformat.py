@@ -30,12 +30,12 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 from PIL import Image
 
-from benchmark.errors import DataNotFoundError, UserError
-from datasets.base import Dataset, FitImages, Split
-from datasets.image_files import decode_rgb, resize_rgb  # noqa: F401 (decode_rgb re-exported)
-from datasets.list_files import (DataFormatError, Table, read_name_list,  # noqa: F401 (re-exported)
+from segbench.benchmark.errors import DataNotFoundError, UserError
+from segbench.datasets.base import Dataset, FitImages, Split
+from segbench.datasets.image_files import decode_rgb, resize_rgb  # noqa: F401 (decode_rgb re-exported)
+from segbench.datasets.list_files import (DataFormatError, Table, read_name_list,  # noqa: F401 (re-exported)
                                  read_table)
-from datasets.resized_cache import CACHE_DIRNAME, ResizedCache, keys_digest  # noqa: F401 (re-exported)
+from segbench.datasets.resized_cache import CACHE_DIRNAME, ResizedCache, keys_digest  # noqa: F401 (re-exported)
 
 log = logging.getLogger("segbench")
 

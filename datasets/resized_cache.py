@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from benchmark.errors import UserError
-from datasets.paths import cache_dir
+from segbench.benchmark.errors import UserError
+from segbench.datasets.paths import cache_dir
 
 log = logging.getLogger("segbench")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets.base import Dataset, Split, SplitInfo
-from datasets.synthetic_render import LANDMARK_NAMES, PART_NAMES, render
+from segbench.datasets.base import Dataset, Split, SplitInfo
+from segbench.datasets.synthetic_render import LANDMARK_NAMES, PART_NAMES, render
 
 __all__ = ["SyntheticParts", "SyntheticPartsSplit", "measure_throughput", "SPLIT_CODES",
            "PART_NAMES", "LANDMARK_NAMES"]
@@ -66,7 +66,7 @@ class SyntheticParts(Dataset):
     def __init__(self, root: Path | None = None, image_size: int = 128, *, seed: int = 0,
                  n_train: int = 2000, n_regression_fit: int = 500, n_test: int = 300,
                  **options: Any) -> None:
-        from benchmark.errors import UserError
+        from segbench.benchmark.errors import UserError
 
         if unknown := set(options):
             raise UserError(f"SyntheticParts: unknown option(s) {', '.join(sorted(unknown))}; "

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from datasets.base import SplitInfo
-from datasets.fg_views import TAICHI_AUGMENTATION, ViewSplit, augment_choice, grey_mask_full, grey_mask_resized, \
+from segbench.datasets.base import SplitInfo
+from segbench.datasets.fg_views import TAICHI_AUGMENTATION, ViewSplit, augment_choice, grey_mask_full, grey_mask_resized, \
     require_listed_files
-from datasets.realformat import CountMismatchWarning, DataFormatError, Members, RealFormatDataset, locate, log, \
+from segbench.datasets.realformat import CountMismatchWarning, DataFormatError, Members, RealFormatDataset, locate, log, \
     require
 
 SUBDIRS = ("taichi", "Taichi", "taichi-hd")

@@ -6,14 +6,14 @@ their pyproject.toml::
     [project.entry-points."segbench.methods"]
     my_method = "my_package.module:MyMethod"
 """
-from benchmark.registry import Registry
+from segbench.benchmark.registry import Registry
 
 METHODS = Registry("method", entry_point_group="segbench.methods")
-METHODS.add("centre_prior", "methods.baselines:CentrePrior",
+METHODS.add("centre_prior", "segbench.methods.baselines:CentrePrior",
             "image-independent part layout around the image centre (mean-shape floor)")
-METHODS.add("dummy", "methods.baselines:Dummy",
+METHODS.add("dummy", "segbench.methods.baselines:Dummy",
             "random part probabilities; exercises the whole pipeline")
-METHODS.add("ganseg", "methods.ganseg.method:GANSeg",
+METHODS.add("ganseg", "segbench.methods.ganseg.method:GANSeg",
             "He et al. CVPR 2022: hierarchical point->mask->image GAN, segmenter on its pairs")
-METHODS.add("latent_direction", "methods.latent_direction.method:LatentDirection",
+METHODS.add("latent_direction", "segbench.methods.latent_direction.method:LatentDirection",
             "Melas-Kyriazi et al. 2022: relighting latent directions of a generator -> masks -> UNet (K=1)")

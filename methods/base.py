@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
-from benchmark.config import PRESET_NAMES, dumps, from_jsonable, resolve_config
+from segbench.benchmark.config import PRESET_NAMES, dumps, from_jsonable, resolve_config
 
 PARTS = "parts"
 SAMPLES = "samples"

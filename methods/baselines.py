@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from methods.base import PARTS, SAMPLES, Method
+from segbench.methods.base import PARTS, SAMPLES, Method
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from protocols.landmark_eval import landmark_error
-from protocols.metrics.landmarks import REGRESSION_VARIANTS
-from protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.landmark_eval import landmark_error
+from segbench.protocols.metrics.landmarks import REGRESSION_VARIANTS
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 LANDMARK_METRIC = MetricSpec("landmark_err_{regression}_pct", False, "test", "%",
                              "landmark regression error / inter-ocular distance, mean over landmarks then images")

@@ -18,9 +18,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from protocols.evaluation import for_each_batch
-from protocols.metrics.landmarks import features_for_variant, per_landmark_regression_error
-from protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.evaluation import for_each_batch
+from segbench.protocols.metrics.landmarks import features_for_variant, per_landmark_regression_error
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 CUB_KP_REGRESSION = "no_intercept"  # GANSeg's landmark solver (REFERENCE 1.2)
 

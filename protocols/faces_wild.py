@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from protocols.landmark_eval import landmark_error
-from protocols.metrics.landmarks import REGRESSION_VARIANTS
-from protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.landmark_eval import landmark_error
+from segbench.protocols.metrics.landmarks import REGRESSION_VARIANTS
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 
 class FacesWildProtocol(Protocol):

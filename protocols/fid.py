@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets.base import Split
-from datasets.paths import cache_dir
-from protocols.metrics.fid import FeatureStatsAccumulator, cached_real_statistics, content_hash, \
+from segbench.datasets.base import Split
+from segbench.datasets.paths import cache_dir
+from segbench.protocols.metrics.fid import FeatureStatsAccumulator, cached_real_statistics, content_hash, \
     fid_metric_name, frechet_distance
-from protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 # Generated-image seeds start here so they never coincide with training seeds 0, 1, 2, ...
 SAMPLE_SEED_BASE = 1_000_003
@@ -44,7 +44,7 @@ def split_fingerprint(split: Split) -> str:
 
 def real_statistics(split: Split, dataset_name: str, image_size: int, *, batch_size: int,
                     progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    from protocols.inception import inception_features
+    from segbench.protocols.inception import inception_features
 
     def compute() -> tuple[np.ndarray, np.ndarray]:
         acc = FeatureStatsAccumulator()
@@ -61,7 +61,7 @@ def real_statistics(split: Split, dataset_name: str, image_size: int, *, batch_s
 
 def generated_statistics(method: Any, n: int, *, batch_size: int,
                          progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    from protocols.inception import inception_features
+    from segbench.protocols.inception import inception_features
 
     acc = FeatureStatsAccumulator()
     for chunk, start in enumerate(tqdm(range(0, n, batch_size), desc="generated", unit="batch",

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from protocols.metrics.iou import IOU_SIZE, IOU_VARIANTS, fg_iou_ganseg, fg_iou_melas, fg_iou_redo, \
+from segbench.protocols.metrics.iou import IOU_SIZE, IOU_VARIANTS, fg_iou_ganseg, fg_iou_melas, fg_iou_redo, \
     gt_mask_for_variant, prepare_image, summarise_fg_iou
-from protocols.metrics.saliency import SaliencyAccumulator, foreground_on_grids
-from protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.metrics.saliency import SaliencyAccumulator, foreground_on_grids
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 FG_NUM_PARTS = 8  # GANSeg Tab.2: "We use K = 8"
 FG_IOU_METRIC = MetricSpec("fg_iou_{iou}", True, "test", "", "foreground IoU (argmax not background), variant in name")

@@ -38,8 +38,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.errors import DataNotFoundError
-from benchmark.records import file_digest
+from segbench.benchmark.errors import DataNotFoundError
+from segbench.benchmark.records import file_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np

@@ -9,8 +9,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from protocols.evaluation import for_each_batch
-from protocols.metrics.landmarks import features_for_variant, landmark_regression_error
+from segbench.protocols.evaluation import for_each_batch
+from segbench.protocols.metrics.landmarks import features_for_variant, landmark_regression_error
 
 TestBatchHook = Callable[[dict[str, Any], np.ndarray], None]
 

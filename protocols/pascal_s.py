@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from protocols.metrics.iou import FG_IOU_FUNCTIONS, IOU_SIZE, IOU_VARIANTS, binary_gt, gt_mask_for_variant, \
+from segbench.protocols.metrics.iou import FG_IOU_FUNCTIONS, IOU_SIZE, IOU_VARIANTS, binary_gt, gt_mask_for_variant, \
     prepare_image, prepare_uncropped_image, summarise_fg_iou
-from protocols.metrics.saliency import AVERAGES, SaliencyAccumulator, foreground_on_grids
-from protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.metrics.saliency import AVERAGES, SaliencyAccumulator, foreground_on_grids
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 # "saliency": the released code's view for its saliency sets (crop False); "crop": the melas view.
 SALIENCY_VIEWS = ("saliency", "crop")

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
-from benchmark.errors import UserError
+from segbench.benchmark.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from protocols.landmark_eval import landmark_error
-from protocols.metrics.iou import foreground_from_probs, iou_per_image
-from protocols.metrics.landmarks import REGRESSION_VARIANTS
-from protocols.metrics.parts import confusion_matrix, hungarian_part_miou
-from protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.landmark_eval import landmark_error
+from segbench.protocols.metrics.iou import foreground_from_probs, iou_per_image
+from segbench.protocols.metrics.landmarks import REGRESSION_VARIANTS
+from segbench.protocols.metrics.parts import confusion_matrix, hungarian_part_miou
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 NUM_TRUE_PARTS = 6
 

@@ -19,11 +19,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from protocols.evaluation import for_each_batch
-from protocols.metrics.centres import part_centres
-from protocols.metrics.iou import fg_iou_ganseg, summarise_fg_iou
-from protocols.metrics.taichi import taichi_mae
-from protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.evaluation import for_each_batch
+from segbench.protocols.metrics.centres import part_centres
+from segbench.protocols.metrics.iou import fg_iou_ganseg, summarise_fg_iou
+from segbench.protocols.metrics.taichi import taichi_mae
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 
 class TaichiRows:

@@ -19,7 +19,7 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int 
 @pytest.fixture
 def one_thread():
     """Tiny convolutions run far faster on one thread than on two contended ones."""
-    from methods.common.runtime import torch_threads
+    from segbench.methods.common.runtime import torch_threads
 
     with torch_threads(1):
         yield

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.errors import UserError
-from datasets.celeba import CelebAAligned, CelebAWild, keep_face_area, scale_landmarks
-from datasets.realformat import CountMismatchWarning, read_name_list, read_table
+from segbench.benchmark.errors import UserError
+from segbench.datasets.celeba import CelebAAligned, CelebAWild, keep_face_area, scale_landmarks
+from segbench.datasets.realformat import CountMismatchWarning, read_name_list, read_table
 from tests.conftest import SHARED_DATA, requires_shared_data, run_cli
 from tests.fixtures import celeba as fx
 
@@ -179,7 +179,7 @@ def test_cli_prepare_prints_counts_and_errors(root, capsys):
     assert ok.returncode == 0, ok.stderr
     assert re.search(r"train\s+5\s+45,609\s+<- differs from the documented size", ok.stdout)
     assert "cache test: wrote 2 images" in ok.stdout
-    from benchmark.cli import main  # the same entry point, in-process (no second torch import)
+    from segbench.benchmark.cli import main  # the same entry point, in-process (no second torch import)
     (root / "list_bbox_celeba.txt").unlink()
     assert main(["prepare", "celeba_wild", "--data-root", str(root), "--no-progress"]) == 2
     out, err = capsys.readouterr()
@@ -189,7 +189,7 @@ def test_cli_prepare_prints_counts_and_errors(root, capsys):
 
 
 def test_prepare_function_reports_no_op(root):
-    from benchmark.prepare import prepare_dataset
+    from segbench.benchmark.prepare import prepare_dataset
     lines = []
     assert prepare_dataset("celeba_aligned", str(root), verify_only=True, echo=lines.append)["prepare"] == {}
     assert not (root / ".segbench_cache").exists()
@@ -249,7 +249,7 @@ def test_long_list_with_a_bad_line_names_it(tmp_path):
 # ---------------------------------------------------------------- protocols and a run
 
 def test_protocol_asks_for_k8_and_k4_via_set(root):
-    from benchmark.runner import RunRequest, resolve
+    from segbench.benchmark.runner import RunRequest, resolve
     k8 = resolve(RunRequest(method="centre_prior", protocol="celeba_wild", preset="smoke", data_root=str(root)))
     k4 = resolve(RunRequest(method="centre_prior", protocol="celeba_wild", preset="smoke", data_root=str(root),
                             overrides={"num_parts": "4"}, options={"regression": "scops"}))

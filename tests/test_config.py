@@ -3,8 +3,8 @@ from typing import Literal, Optional
 
 import pytest
 
-from benchmark.config import apply_overrides, dumps, from_jsonable, parse_set_args, resolve_config
-from benchmark.errors import UserError
+from segbench.benchmark.config import apply_overrides, dumps, from_jsonable, parse_set_args, resolve_config
+from segbench.benchmark.errors import UserError
 
 
 @dataclass(frozen=True)

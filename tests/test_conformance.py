@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.errors import DataNotFoundError
-from benchmark.runner import RunRequest, resolve, score
-from datasets import DATASETS
-from datasets.base import FitImages
-from methods import METHODS
-from methods.base import PARTS, SAMPLES, Method, PredictionError
-from protocols import PROTOCOLS
-from protocols.spec import Protocol
+from segbench.benchmark.errors import DataNotFoundError
+from segbench.benchmark.runner import RunRequest, resolve, score
+from segbench.datasets import DATASETS
+from segbench.datasets.base import FitImages
+from segbench.methods import METHODS
+from segbench.methods.base import PARTS, SAMPLES, Method, PredictionError
+from segbench.protocols import PROTOCOLS
+from segbench.protocols.spec import Protocol
 
 IMAGE_SIZE = 32
 
@@ -97,7 +97,7 @@ def test_fit_images_carry_images_only(tiny_data):
 
 
 def test_predictions_contract_rejects_bad_outputs():
-    from methods.base import Predictions
+    from segbench.methods.base import Predictions
     images = torch.rand(2, 3, 8, 8)
     bad = [torch.rand(2, 3, 8, 8), torch.full((2, 3, 4, 4), 1 / 3), torch.full((2, 1, 8, 8), 1.0)]
     for probs in bad:

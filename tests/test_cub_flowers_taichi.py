@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.errors import UserError
-from datasets.cub import CUB, read_images_txt, read_part_locs, read_split_labels, split_indices
-from datasets.fg_views import GansegAugmentation, augment_image
-from datasets.flowers import Flowers, background_from_segmim, read_setid
-from datasets.realformat import CountMismatchWarning, read_table
-from datasets.taichi import Taichi, read_keypoint_pickle
+from segbench.benchmark.errors import UserError
+from segbench.datasets.cub import CUB, read_images_txt, read_part_locs, read_split_labels, split_indices
+from segbench.datasets.fg_views import GansegAugmentation, augment_image
+from segbench.datasets.flowers import Flowers, background_from_segmim, read_setid
+from segbench.datasets.realformat import CountMismatchWarning, read_table
+from segbench.datasets.taichi import Taichi, read_keypoint_pickle
 from tests.conftest import SHARED_DATA, requires_shared_data, run_cli
 from tests.fixtures import cub as fx_cub
 from tests.fixtures import flowers as fx_flowers
@@ -109,7 +109,7 @@ def test_ganseg_augmentation_only_on_the_train_fit_view(pristine):
 def test_ganseg_training_reads_fresh_crops_every_epoch_with_the_image_cache(pristine):
     """Audit row 9: the uint8 cache must hold the un-augmented images and the crop be redrawn
     per read; caching the augmented items froze one crop per item (12 distinct in 20 epochs)."""
-    from methods.ganseg.train import RealImages
+    from segbench.methods.ganseg.train import RealImages
 
     fit = CUB(pristine["cub"], image_size=64, augment="ganseg").split("train").fit_images()
     real = RealImages(fit, 64, max_mb=64)
@@ -238,7 +238,7 @@ def test_real_taichi_pickles():
 def test_prepare_verifies_caches_and_is_a_no_op_the_second_time(pristine, tmp_path, capsys, dataset):
     """The CLI itself once in a subprocess (cub), in-process through ``benchmark.cli.main`` for the
     others (same code, without a second torch start-up)."""
-    from benchmark.cli import main
+    from segbench.benchmark.cli import main
     root = copy_of(pristine, dataset, tmp_path)
     argv = ["prepare", dataset, "--data-root", str(root), "--no-progress", "--workers", "1"]
     if dataset == "cub":
@@ -260,7 +260,7 @@ def test_prepare_verifies_caches_and_is_a_no_op_the_second_time(pristine, tmp_pa
 
 
 def test_prepare_prints_one_line_error_on_a_broken_copy(pristine, tmp_path, capsys):
-    from benchmark.cli import main
+    from segbench.benchmark.cli import main
     root = copy_of(pristine, "flowers", tmp_path)
     fx_flowers.BROKEN["corrupt_image"][0](root)
     assert main(["prepare", "flowers", "--data-root", str(root), "--no-progress"]) == 2
@@ -269,13 +269,13 @@ def test_prepare_prints_one_line_error_on_a_broken_copy(pristine, tmp_path, caps
 
 
 def centre_prior(num_parts):
-    from methods import METHODS
+    from segbench.methods import METHODS
     cls = METHODS.get("centre_prior")
     return cls(cls.config_for("smoke", {"num_parts": num_parts}))
 
 
 def test_cub_fg_ganseg_matches_a_hand_computed_iou(pristine):
-    from protocols.foreground import CubForegroundProtocol
+    from segbench.protocols.foreground import CubForegroundProtocol
     method = centre_prior(8)
     data = CUB(pristine["cub"], **CubForegroundProtocol.spec.dataset_options)
     rows = CubForegroundProtocol({}).evaluate(method, {"test": data.split("test")}, batch_size=3, progress=False)
@@ -290,8 +290,8 @@ def test_cub_fg_ganseg_matches_a_hand_computed_iou(pristine):
 
 @pytest.mark.parametrize("variant", ["redo", "melas"])
 def test_flowers_fg_other_variants_use_the_full_resolution_views(pristine, variant):
-    from protocols.foreground import FlowersForegroundProtocol
-    from protocols.metrics.iou import FG_IOU_FUNCTIONS, prepare_image, summarise_fg_iou
+    from segbench.protocols.foreground import FlowersForegroundProtocol
+    from segbench.protocols.metrics.iou import FG_IOU_FUNCTIONS, prepare_image, summarise_fg_iou
     method = centre_prior(8)
     split = Flowers(pristine["flowers"]).split("test")
     rows = FlowersForegroundProtocol({"iou": variant}).evaluate(method, {"test": split}, batch_size=3,
@@ -303,7 +303,7 @@ def test_flowers_fg_other_variants_use_the_full_resolution_views(pristine, varia
 
 
 def test_taichi_mae_of_a_constant_predictor_is_the_mean_predictor_error(pristine):
-    from protocols.taichi import TaichiProtocol
+    from segbench.protocols.taichi import TaichiProtocol
     method = centre_prior(10)
     data = Taichi(pristine["taichi"], image_size=128)
     rows = TaichiProtocol({}).evaluate(method, {"regression_fit": data.split("regression_fit"),
@@ -325,8 +325,8 @@ def test_taichi_mae_of_a_constant_predictor_is_the_mean_predictor_error(pristine
 
 
 def test_cub_kp_constant_predictor_gives_the_ridge_mean_error(pristine):
-    from protocols.cub_kp import CubKeypointProtocol
-    from protocols.metrics.centres import part_centres
+    from segbench.protocols.cub_kp import CubKeypointProtocol
+    from segbench.protocols.metrics.centres import part_centres
     method = centre_prior(8)
     data = CUB(pristine["cub"], image_size=128, annotations="keypoints")
     train, test = data.split("train"), data.split("test")

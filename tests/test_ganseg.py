@@ -8,12 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from benchmark.errors import UserError
-from methods.ganseg.config import DATASET_PRESETS, GANSegConfig, validate
-from methods.ganseg.layers import RelativePositionalEncoding, grid_coordinates, heatmaps, linear_tau, part_statistics
-from methods.ganseg.losses import area_loss, area_target_code, concentration_loss, gradient_penalty
-from methods.ganseg.method import GANSeg
-from methods.ganseg.train import build_networks, train_gan
+from segbench.benchmark.errors import UserError
+from segbench.methods.ganseg.config import DATASET_PRESETS, GANSegConfig, validate
+from segbench.methods.ganseg.layers import RelativePositionalEncoding, grid_coordinates, heatmaps, linear_tau, part_statistics
+from segbench.methods.ganseg.losses import area_loss, area_target_code, concentration_loss, gradient_penalty
+from segbench.methods.ganseg.method import GANSeg
+from segbench.methods.ganseg.train import build_networks, train_gan
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -287,7 +287,7 @@ def test_fit_predict_sample_and_latent_interface(tmp_path):
 def test_throughput_command_reports_speed_and_memory(capsys):
     import json
 
-    from methods.ganseg.throughput import main
+    from segbench.methods.ganseg.throughput import main
 
     assert main(["--preset", "smoke", "--steps", "2", "--warmup", "0", "--threads", "1"]) == 0
     row = json.loads(capsys.readouterr().out)

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from methods.common.segmenter import GANSEG_DICE_EPS, SegmenterConfig, segmentation_loss, soft_dice_loss
-from methods.ganseg.discriminator import Discriminator
-from methods.ganseg.generator import GANSegGenerator
-from methods.ganseg.losses import (area_loss, area_target_code, concentration_loss, discriminator_gan_loss,
+from segbench.methods.common.segmenter import GANSEG_DICE_EPS, SegmenterConfig, segmentation_loss, soft_dice_loss
+from segbench.methods.ganseg.discriminator import Discriminator
+from segbench.methods.ganseg.generator import GANSegGenerator
+from segbench.methods.ganseg.losses import (area_loss, area_target_code, concentration_loss, discriminator_gan_loss,
                                    generator_gan_loss, gradient_penalty)
-from methods.ganseg.method import GANSeg
-from methods.ganseg.official import (convert_discriminator, convert_generator, discriminator_channels,
+from segbench.methods.ganseg.method import GANSeg
+from segbench.methods.ganseg.official import (convert_discriminator, convert_generator, discriminator_channels,
                                      infer_config)
-from methods.ganseg.layers import margin_grid
+from segbench.methods.ganseg.layers import margin_grid
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "ganseg"
 CONFIGS = ("celeba_small", "cub_small", "flower_small")
@@ -163,7 +163,7 @@ def test_golden_segmenter_ce_and_dice():
 @pytest.mark.parametrize("name", CONFIGS)
 def test_official_key_names_round_trip(name):
     """Every official generator key maps to one of ours and back (errors name official keys)."""
-    from methods.ganseg.official import official_generator_key
+    from segbench.methods.ganseg.official import official_generator_key
 
     state = load(name, "generator_state")
     gen, config = official_generator(name)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.cli import main
-from methods.common.segmenter import SegmenterConfig, build_segmenter
-from methods.ganseg.importer import import_official
-from methods.ganseg.method import GANSeg
+from segbench.benchmark.cli import main
+from segbench.methods.common.segmenter import SegmenterConfig, build_segmenter
+from segbench.methods.ganseg.importer import import_official
+from segbench.methods.ganseg.method import GANSeg
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "ganseg"
 pytestmark = [pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden tensors not found at {GOLDEN}"),

@@ -8,14 +8,14 @@ import pytest
 import torch
 from scipy import ndimage
 
-from benchmark.errors import UserError
-from methods.latent_direction import generators as gens
-from methods.latent_direction.dcgan import DCGANDiscriminator, DCGANGenerator
-from methods.latent_direction.directions import (DirectionConfig, direction_loss, gray, optimise_direction,
+from segbench.benchmark.errors import UserError
+from segbench.methods.latent_direction import generators as gens
+from segbench.methods.latent_direction.dcgan import DCGANDiscriminator, DCGANGenerator
+from segbench.methods.latent_direction.directions import (DirectionConfig, direction_loss, gray, optimise_direction,
                                                  radial_prior, sample_shifts, shift_loss, sobel_magnitude)
-from methods.latent_direction.masks import (MaskedPairStream, RefineConfig, count_histogram_peaks,
+from segbench.methods.latent_direction.masks import (MaskedPairStream, RefineConfig, count_histogram_peaks,
                                             foreground_fraction_ok, keep_large_components, mask_from_grays, refine)
-from methods.latent_direction.method import LatentDirection
+from segbench.methods.latent_direction.method import LatentDirection
 
 torch.set_num_threads(1)
 
@@ -406,7 +406,7 @@ def test_missing_face_extra_and_ganseg_run_are_user_errors(monkeypatch, tmp_path
 
 
 def test_ganseg_run_adapter_generates_and_is_differentiable(tmp_path, fit_images):
-    from methods.ganseg.method import GANSeg
+    from segbench.methods.ganseg.method import GANSeg
 
     ganseg = GANSeg(GANSeg.config_for("smoke", {"num_parts": 2}))
     ganseg.progress = False
@@ -444,7 +444,7 @@ def test_config_presets_and_nested_overrides():
     seg = paper.segmenter
     assert (seg.arch, seg.loss, seg.steps, seg.batch_size, seg.lr, seg.lr_decay_at) == ("unet", "ce", 18_000, 95,
                                                                                          1e-3, 0)
-    from methods.common.segmenter import lr_at
+    from segbench.methods.common.segmenter import lr_at
     assert lr_at(seg, 17_999) == 1e-3
     # ... and the paper's A.1.2 text as a preset: 12k steps, x0.2 from step 8k.
     a12 = LatentDirection.config_for("paper_a12").segmenter
@@ -456,7 +456,7 @@ def test_config_presets_and_nested_overrides():
 
 @pytest.fixture(scope="module")
 def fit_images():
-    from datasets import DATASETS
+    from segbench.datasets import DATASETS
     return DATASETS.get("synthetic_parts")(image_size=32, n_train=12, n_regression_fit=1, n_test=1) \
         .split("train").fit_images()
 
@@ -487,7 +487,7 @@ def test_fit_records_and_resumes_bit_identically(fit_images, tmp_path):
 
 def test_explore_script_writes_directions_figures_and_summary(tmp_path):
     import json
-    from methods.latent_direction.explore import main
+    from segbench.methods.latent_direction.explore import main
     args = ["--preset", "smoke", "--set", "generator.kind=custom", "--set",
             "generator.target=tests.test_latent_direction:toy_factory", "--out", str(tmp_path)]
     assert main(args) == 0

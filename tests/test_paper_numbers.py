@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from benchmark.tables import PAPER_COLUMNS, aggregate, load_paper, paper_vs_ours
+from segbench.benchmark.tables import PAPER_COLUMNS, aggregate, load_paper, paper_vs_ours
 from tests.conftest import REPO
 
 PAPER_DIR = REPO / "results" / "paper"
@@ -25,7 +25,7 @@ def raw():
 
 def _registered_protocol_metrics() -> set[tuple[str, str]]:
     """(protocol, metric) for every registered protocol and every combination of its options."""
-    from protocols import PROTOCOLS
+    from segbench.protocols import PROTOCOLS
 
     pairs = set()
     for name in PROTOCOLS.names():

@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.errors import DataNotFoundError
+from segbench.benchmark.errors import DataNotFoundError
 from tests.conftest import SHARED_DATA, requires_shared_data
 
 
 # ----------------------------------------------------------------------------- faces_wild
 @requires_shared_data("faces_wild68")
 def test_faces_wild_split_is_identity_disjoint_with_documented_sizes():
-    from datasets.faces_wild import FacesWild, identity_of
+    from segbench.datasets.faces_wild import FacesWild, identity_of
 
     data = FacesWild(SHARED_DATA)
     fit, test = data.split("fit"), data.split("test")
@@ -31,7 +31,7 @@ def test_faces_wild_split_is_identity_disjoint_with_documented_sizes():
 
 @requires_shared_data("faces_wild68")
 def test_faces_wild_landmarks_scale_with_the_whole_image_resize():
-    from datasets.faces_wild import FacesWild
+    from segbench.datasets.faces_wild import FacesWild
 
     data = FacesWild(SHARED_DATA, image_size=128)
     split = data.split("fit")
@@ -48,8 +48,8 @@ def test_faces_wild_landmarks_scale_with_the_whole_image_resize():
 
 
 def test_missing_root_names_the_file_layout_and_source(tmp_path):
-    from datasets.faces_wild import FacesWild
-    from datasets.pascal_s import PascalS
+    from segbench.datasets.faces_wild import FacesWild
+    from segbench.datasets.pascal_s import PascalS
 
     with pytest.raises(DataNotFoundError, match=r"landmarks5\.csv.*expected.*source"):
         FacesWild(tmp_path)
@@ -61,7 +61,7 @@ def test_missing_root_names_the_file_layout_and_source(tmp_path):
 
 # ----------------------------------------------------------------------------- pascal_s
 def test_pascal_mask_rule_is_at_least_128(tmp_path):
-    from datasets.pascal_s import binary_mask
+    from segbench.datasets.pascal_s import binary_mask
 
     values = np.array([[0, 127, 128, 255]], np.uint8)
     Image.fromarray(values).save(tmp_path / "m.png")
@@ -70,7 +70,7 @@ def test_pascal_mask_rule_is_at_least_128(tmp_path):
 
 @requires_shared_data("pascal_s")
 def test_pascal_s_has_850_images_with_full_resolution_masks():
-    from datasets.pascal_s import PascalS
+    from segbench.datasets.pascal_s import PascalS
 
     split = PascalS(SHARED_DATA).split("all")
     assert len(split) == 850
@@ -106,7 +106,7 @@ def _predictions(part_probs):
 def test_pascal_protocol_scores_a_perfect_and_an_inverted_method(options):
     """On a 2-image fake split: a method that predicts the GT exactly scores ~1 on every metric;
     predicting the complement scores ~0 IoU, in every view."""
-    from protocols.pascal_s import PascalSProtocol, saliency_metric_name
+    from segbench.protocols.pascal_s import PascalSProtocol, saliency_metric_name
 
     gts = [np.zeros((40, 60), bool), np.zeros((50, 50), bool)]
     gts[0][10:30, 20:40] = True
@@ -131,7 +131,7 @@ def test_pascal_protocol_scores_a_perfect_and_an_inverted_method(options):
 
 
 def test_pascal_saliency_metric_names_encode_non_default_options():
-    from protocols.pascal_s import PascalSProtocol
+    from segbench.protocols.pascal_s import PascalSProtocol
 
     spec = PascalSProtocol.spec
     assert spec.version == "2"
@@ -160,7 +160,7 @@ def test_pascal_saliency_is_scored_uncropped_at_full_resolution():
     F at 0.5 = (F(1/2, 1) + 1) / 2 = 18/23; accuracy (3/4 + 1) / 2; IoU (1/2 + 1) / 2.
     average=mean_pr: F(mean P, mean R), largest on [2/3, 0.8): F(383/510, 511/512).
     """
-    from protocols.pascal_s import PascalSProtocol
+    from segbench.protocols.pascal_s import PascalSProtocol
 
     masks = [np.zeros((256, 512), bool), np.zeros((256, 512), bool)]
     masks[0][:, :128] = True
@@ -196,7 +196,7 @@ def test_pascal_saliency_is_scored_uncropped_at_full_resolution():
 
 
 def test_pascal_saliency_views_of_different_sizes_are_predicted_separately():
-    from protocols.pascal_s import predict_each
+    from segbench.protocols.pascal_s import predict_each
 
     calls = []
 
@@ -214,7 +214,7 @@ def test_pascal_saliency_views_of_different_sizes_are_predicted_separately():
 # ----------------------------------------------------------------------------- cub_photos
 @requires_shared_data("cub_birds_5902")
 def test_cub_photos_splits_follow_the_flags():
-    from datasets.cub_photos import CubPhotos
+    from segbench.datasets.cub_photos import CubPhotos
 
     data = CubPhotos(SHARED_DATA)
     sizes = {name: len(data.split(name)) for name in ("all", "train", "test")}
@@ -225,8 +225,8 @@ def test_cub_photos_splits_follow_the_flags():
 def test_fid_protocol_plumbing_and_real_statistics_cache(tmp_path, monkeypatch):
     """With a cheap stand-in feature network: samples identical to the reference give FID ~ 0,
     shifted samples a large FID; the real statistics are computed once and then read from cache."""
-    import protocols.inception as inception
-    from protocols.fid import CubPhotosFid
+    import segbench.protocols.inception as inception
+    from segbench.protocols.fid import CubPhotosFid
 
     monkeypatch.setenv("SEGBENCH_CACHE", str(tmp_path))
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 import pytest
 
-from benchmark.registry import Registry, UnknownNameError
+from segbench.benchmark.registry import Registry, UnknownNameError
 
 
 def test_lazy_target_is_imported_only_on_get():

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from benchmark.records import RECORD_FIELDS
+from segbench.benchmark.records import RECORD_FIELDS
 from tests.conftest import run_cli
 
 RUN_FILES = ["config.json", "env.json", "stats.jsonl", "metrics.json", "log.txt",

@@ -54,7 +54,7 @@ def test_saliency_scores_on_the_melas_view(protocol, variant):
     Predicted square columns and (P, R): t < 0.2: 256, (1/4, 1); [0.2, 1/3): 129, (64/129, 1);
     [1/3, 2/3): 128, (1/2, 1); [2/3, 0.8): 127, (64/127, 1); t >= 0.8: none, F = 0.
     Max F = F(64/127, 1) = 416/731; accuracy at 0.5 = 1 - 64/256 = 3/4."""
-    from protocols import PROTOCOLS
+    from segbench.protocols import PROTOCOLS
 
     mask = np.zeros((256, 320), bool)
     mask[:, 32:96] = True
@@ -76,7 +76,7 @@ def test_saliency_scores_on_the_melas_view(protocol, variant):
 
 @pytest.mark.parametrize("protocol", ["cub_fg", "flowers_fg"])
 def test_foreground_protocols_declare_the_saliency_metrics(protocol):
-    from protocols import PROTOCOLS
+    from segbench.protocols import PROTOCOLS
 
     spec = PROTOCOLS.get(protocol).spec
     assert spec.version == "2"

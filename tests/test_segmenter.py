@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import UserError
-from benchmark.records import StatsLog
-from methods.common.pairs import FunctionPairSource, PairSource, check_pairs
-from methods.common.segmenter import (CHECKPOINT_NAME, SegmenterConfig, build_segmenter, lr_at,
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.records import StatsLog
+from segbench.methods.common.pairs import FunctionPairSource, PairSource, check_pairs
+from segbench.methods.common.segmenter import (CHECKPOINT_NAME, SegmenterConfig, build_segmenter, lr_at,
                                       GANSEG_DICE_EPS, segment, segmentation_loss, soft_dice_loss,
                                       train_segmenter)
-from methods.common.unet import unet_widths
+from segbench.methods.common.unet import unet_widths
 
 # 2x2 image, 2 classes: labels and the probability of class 1 per pixel.
 LABELS = torch.tensor([[[0, 1], [1, 1]]])

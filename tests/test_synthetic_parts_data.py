@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.synthetic_parts import SPLIT_CODES, SyntheticParts, measure_throughput
-from datasets.synthetic_render import LANDMARK_NAMES, PART_NAMES, render
+from segbench.datasets.synthetic_parts import SPLIT_CODES, SyntheticParts, measure_throughput
+from segbench.datasets.synthetic_render import LANDMARK_NAMES, PART_NAMES, render
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_splits_and_sizes():
 
 
 def test_bad_options_are_user_errors():
-    from benchmark.errors import UserError
+    from segbench.benchmark.errors import UserError
     with pytest.raises(UserError):
         SyntheticParts(n_tset=3)
     with pytest.raises(UserError):

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from benchmark.records import RECORD_FIELDS
-from benchmark.tables import PAPER_COLUMNS, aggregate, load_runs, paper_vs_ours, pivot_ours, write_tables
+from segbench.benchmark.records import RECORD_FIELDS
+from segbench.benchmark.tables import PAPER_COLUMNS, aggregate, load_runs, paper_vs_ours, pivot_ours, write_tables
 
 
 def _record(method, seed, metric, value, hib=True, protocol="p", num_parts=4):

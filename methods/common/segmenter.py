@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.errors import UserError
-from benchmark.records import StatsLog
-from methods.common.checkpoint import save_atomic
-from methods.common.pairs import PairSource, check_pairs
-from methods.common.unet import UNet
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.records import StatsLog
+from segbench.methods.common.checkpoint import save_atomic
+from segbench.methods.common.pairs import PairSource, check_pairs
+from segbench.methods.common.unet import UNet
 
 ARCHS = ("deeplabv3_resnet50", "unet", "small_unet")
 # torchvision's ImageNet ResNet50 files; IMAGENET1K_V1 (0676ba61) is what `pretrained=True` gave

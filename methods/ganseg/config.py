@@ -37,8 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from benchmark.errors import UserError
-from methods.common.segmenter import SegmenterConfig
+from segbench.benchmark.errors import UserError
+from segbench.methods.common.segmenter import SegmenterConfig
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import math
 import torch
 from torch import nn
 
-from methods.ganseg.config import DiscriminatorConfig
-from methods.ganseg.layers import LEAK, kaiming_init
+from segbench.methods.ganseg.config import DiscriminatorConfig
+from segbench.methods.ganseg.layers import LEAK, kaiming_init
 
 
 class DownBlock(nn.Module):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from benchmark.figures import PALETTE, grid, overlay
+from segbench.benchmark.figures import PALETTE, grid, overlay
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.ganseg.config import GeneratorConfig
-from methods.ganseg.layers import (LEAK, AdaINConvBlock, RelativePositionalEncoding, SPADEResBlock,
+from segbench.methods.ganseg.config import GeneratorConfig
+from segbench.methods.ganseg.layers import (LEAK, AdaINConvBlock, RelativePositionalEncoding, SPADEResBlock,
                                    crop_margin, embed_maps, heatmaps, kaiming_init, linear_tau, mlp,
                                    part_statistics, upsample_and_crop)
 

@@ -17,11 +17,11 @@ from typing import Any, Mapping
 
 import torch
 
-from benchmark.records import file_digest
-from methods.ganseg.config import GANSegConfig, validate
-from methods.ganseg.discriminator import Discriminator
-from methods.ganseg.generator import GANSegGenerator
-from methods.ganseg.official import (OfficialFormatError, convert_discriminator, convert_generator,
+from segbench.benchmark.records import file_digest
+from segbench.methods.ganseg.config import GANSegConfig, validate
+from segbench.methods.ganseg.discriminator import Discriminator
+from segbench.methods.ganseg.generator import GANSegGenerator
+from segbench.methods.ganseg.official import (OfficialFormatError, convert_discriminator, convert_generator,
                                      convert_segmenter, discriminator_channels, infer_config, load_converted,
                                      official_generator_key)
 
@@ -71,7 +71,7 @@ def import_official(gan_path: Path, base: GANSegConfig, *, segmenter_path: Path 
                     parameters_path: Path | None = None) -> tuple[GANSegConfig, GANSegGenerator,
                                                                  torch.nn.Module | None, dict[str, Any]]:
     """(config, generator in eval mode, segmenter or None, provenance) from official files."""
-    from methods.common.segmenter import build_segmenter
+    from segbench.methods.common.segmenter import build_segmenter
 
     gan_path = Path(gan_path)
     data = read_official_file(gan_path, "GAN")

@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from methods.ganseg.layers import linear_tau, margin_grid
+from segbench.methods.ganseg.layers import linear_tau, margin_grid
 
 
 def generator_gan_loss(fake_logits: torch.Tensor) -> torch.Tensor:

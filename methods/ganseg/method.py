@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from benchmark.records import StatsLog, write_json
-from methods.base import PARTS, SAMPLES, Method
-from methods.common.pairs import FunctionPairSource
-from methods.common.runtime import torch_threads
-from methods.common.segmenter import build_segmenter, segment, train_segmenter
-from methods.ganseg.config import DATASET_PRESETS, PRESETS, GANSegConfig, validate
-from methods.ganseg.generator import GANSegGenerator
-from methods.ganseg.train import build_networks, resolve_device, train_gan
+from segbench.benchmark.records import StatsLog, write_json
+from segbench.methods.base import PARTS, SAMPLES, Method
+from segbench.methods.common.pairs import FunctionPairSource
+from segbench.methods.common.runtime import torch_threads
+from segbench.methods.common.segmenter import build_segmenter, segment, train_segmenter
+from segbench.methods.ganseg.config import DATASET_PRESETS, PRESETS, GANSegConfig, validate
+from segbench.methods.ganseg.generator import GANSegGenerator
+from segbench.methods.ganseg.train import build_networks, resolve_device, train_gan
 
 SEGMENTER_CHECKPOINTS = Path("checkpoints") / "segmenter"
 
@@ -73,7 +73,7 @@ class GANSeg(Method):
                                  progress: bool = True) -> tuple["GANSeg", dict[str, Any]]:
         """The authors' released GAN (and segmenter) files as a fitted method (``importer``);
         without a segmenter file, stage 2 runs here with ``base_config.segmenter``."""
-        from methods.ganseg.importer import import_official
+        from segbench.methods.ganseg.importer import import_official
 
         config, generator, seg_model, info = import_official(path, base_config, segmenter_path=segmenter,
                                                              parameters_path=parameters)

@@ -24,8 +24,8 @@ from typing import Any, Mapping
 
 import torch
 
-from benchmark.errors import UserError
-from methods.ganseg.config import GANSegConfig
+from segbench.benchmark.errors import UserError
+from segbench.methods.ganseg.config import GANSegConfig
 
 EXTEND_PIXEL = 10  # the code's margin (generator.py: self.extend_pixel)
 _SPADE = {"conv": "shared", "conv_gamma": "gamma", "conv_beta": "beta", "norm": "norm"}

@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from benchmark.config import parse_set_args
-from benchmark.errors import UserError
+from segbench.benchmark.config import parse_set_args
+from segbench.benchmark.errors import UserError
 
 
 class RandomImages(torch.utils.data.Dataset):
@@ -38,7 +38,7 @@ class RandomImages(torch.utils.data.Dataset):
 
 
 def measure(config, steps: int, warmup: int) -> dict:
-    from methods.ganseg.train import train_gan
+    from segbench.methods.ganseg.train import train_gan
 
     images = RandomImages(max(4 * config.batch_size, 64), config.image_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,7 +60,7 @@ def measure(config, steps: int, warmup: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from methods.ganseg.method import GANSeg
+    from segbench.methods.ganseg.method import GANSeg
 
     parser = argparse.ArgumentParser(prog="python -m methods.ganseg.throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

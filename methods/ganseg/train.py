@@ -17,14 +17,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmark.errors import UserError
-from benchmark.records import StatsLog
-from methods.common.checkpoint import save_atomic
-from methods.ganseg.config import RESUMABLE_FIELDS, GANSegConfig
-from methods.ganseg.discriminator import Discriminator
-from methods.ganseg.figures import save_sample_grid
-from methods.ganseg.generator import GANSegGenerator
-from methods.ganseg.losses import (area_loss, area_target_code, concentration_loss, discriminator_gan_loss,
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.records import StatsLog
+from segbench.methods.common.checkpoint import save_atomic
+from segbench.methods.ganseg.config import RESUMABLE_FIELDS, GANSegConfig
+from segbench.methods.ganseg.discriminator import Discriminator
+from segbench.methods.ganseg.figures import save_sample_grid
+from segbench.methods.ganseg.generator import GANSegGenerator
+from segbench.methods.ganseg.losses import (area_loss, area_target_code, concentration_loss, discriminator_gan_loss,
                                    generator_gan_loss, gradient_penalty)
 
 CHECKPOINT_NAME = "gan_training.pt"

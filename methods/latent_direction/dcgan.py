@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.errors import UserError
-from benchmark.records import StatsLog
-from methods.common.checkpoint import save_atomic
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.records import StatsLog
+from segbench.methods.common.checkpoint import save_atomic
 
 GAN_CHECKPOINT_NAME = "gan_training.pt"
 GAN_CHECKPOINT_FORMAT = 1

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from benchmark.config import parse_set_args
-from benchmark.errors import UserError
-from benchmark.records import StatsLog
-from methods.latent_direction.generators import resolved_kind
-from methods.latent_direction.method import DIRECTIONS_FILE, FIGURE_SEED_OFFSET, LatentDirection
+from segbench.benchmark.config import parse_set_args
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.records import StatsLog
+from segbench.methods.latent_direction.generators import resolved_kind
+from segbench.methods.latent_direction.method import DIRECTIONS_FILE, FIGURE_SEED_OFFSET, LatentDirection
 
 N_FILTER_PROBE = 256  # codes drawn to estimate how often the refinement filters pass
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from benchmark.figures import grid, overlay
+from segbench.benchmark.figures import grid, overlay
 
 TILE = 96  # figure tiles are upscaled to this side so 32-64 px generators stay readable
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Literal, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from benchmark.errors import UserError
+from segbench.benchmark.errors import UserError
 
 FACE_PACKAGE = "gan_face_generate"
 FACE_DISTRIBUTION = "gan-face-generate"
@@ -117,7 +117,7 @@ def face_weights_path() -> Path:
 def load_face_dcgan() -> ModuleGenerator:
     from importlib.metadata import PackageNotFoundError, version
 
-    from methods.latent_direction.dcgan import DCGANGenerator
+    from segbench.methods.latent_direction.dcgan import DCGANGenerator
 
     path = face_weights_path()
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -142,7 +142,7 @@ class GANSegGenerator:
     """A trained GANSeg run's generator; the code is the concatenation of its noise vectors."""
 
     def __init__(self, run_dir: str) -> None:
-        from methods import METHODS
+        from segbench.methods import METHODS
 
         run = Path(run_dir)
         final = run / "checkpoints" / "final"

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from benchmark.errors import UserError
-from methods.latent_direction.directions import gray
+from segbench.benchmark.errors import UserError
+from segbench.methods.latent_direction.directions import gray
 
 MASK_RULES = ("both", "single", "single_dark")
 HIST_RANGE = (-1.0, 1.0)  # generator outputs lie in [-1, 1]

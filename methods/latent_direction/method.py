@@ -25,14 +25,14 @@ from typing import Any, Literal
 
 import torch
 
-from benchmark.errors import UserError
-from benchmark.records import StatsLog
-from methods.base import PARTS, Method
-from methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
-from methods.latent_direction.directions import DirectionConfig, optimise_direction
-from methods.latent_direction.generators import (GeneratorConfig, ModuleGenerator, build_pretrained_generator,
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.records import StatsLog
+from segbench.methods.base import PARTS, Method
+from segbench.methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
+from segbench.methods.latent_direction.directions import DirectionConfig, optimise_direction
+from segbench.methods.latent_direction.generators import (GeneratorConfig, ModuleGenerator, build_pretrained_generator,
                                                  resolved_kind)
-from methods.latent_direction.masks import MASK_RULES, MaskedPairStream, RefineConfig, resize_pairs
+from segbench.methods.latent_direction.masks import MASK_RULES, MaskedPairStream, RefineConfig, resize_pairs
 
 log = logging.getLogger("segbench")
 
@@ -126,7 +126,7 @@ class LatentDirection(Method):
         cfg = self.config.generator
         if resolved_kind(cfg) != "train":
             return build_pretrained_generator(cfg)
-        from methods.latent_direction.dcgan import train_dcgan
+        from segbench.methods.latent_direction.dcgan import train_dcgan
 
         module, info = train_dcgan(cfg, train_images, seed=seed, stats=stats, progress=progress,
                                    checkpoint_dir=Path(workdir) / "checkpoints" / "training")
@@ -169,7 +169,7 @@ class LatentDirection(Method):
                                 max_rounds=cfg.max_draw_rounds, keep_surplus=cfg.keep_surplus, stats=stats)
 
     def save_figures(self, generator: Any, directory: Path, seed: int) -> list[Path]:
-        from methods.latent_direction.figures import save_pair_grid, save_shift_strip
+        from segbench.methods.latent_direction.figures import save_pair_grid, save_shift_strip
 
         directory.mkdir(parents=True, exist_ok=True)
         stream = self.pair_stream(generator)
@@ -185,8 +185,8 @@ class LatentDirection(Method):
     @torch.no_grad()
     def _raw_masks(stream: MaskedPairStream, z: torch.Tensor) -> torch.Tensor:
         """Masks of the rule for given codes, before refinement (the strip shows the rule itself)."""
-        from methods.latent_direction.directions import gray
-        from methods.latent_direction.masks import mask_from_grays
+        from segbench.methods.latent_direction.directions import gray
+        from segbench.methods.latent_direction.masks import mask_from_grays
 
         g = stream.generator
         light = gray(g.generate(z + stream.shift * stream.v_light))

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.metrics._arrays import to_numpy
+from segbench.protocols.metrics._arrays import to_numpy
 
 
 class MeanAccumulator:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protocols.metrics._arrays import to_numpy, to_torch
+from segbench.protocols.metrics._arrays import to_numpy, to_torch
 
 # REFERENCE 1.1: the part-map normaliser gets +1e-6 (GANSeg test_seg.py:62, mask2keypoints).
 CENTRE_EPS = 1e-6

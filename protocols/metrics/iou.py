@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protocols.metrics._arrays import to_numpy, to_torch
+from segbench.protocols.metrics._arrays import to_numpy, to_torch
 
 IOU_VARIANTS = ("ganseg", "redo", "melas")
 IOU_SIZE = 128

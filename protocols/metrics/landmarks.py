@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from protocols.metrics._arrays import to_numpy
-from protocols.metrics.centres import part_centres, soft_argmax_centres_liu
+from segbench.protocols.metrics._arrays import to_numpy
+from segbench.protocols.metrics.centres import part_centres, soft_argmax_centres_liu
 
 REGRESSION_VARIANTS = ("no_intercept", "scops", "liu")
 RIDGE_LAMBDA = 1.0  # GANSeg's fallback when X^T X cannot be inverted

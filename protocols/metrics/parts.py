@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from protocols.metrics._arrays import to_numpy
+from segbench.protocols.metrics._arrays import to_numpy
 
 
 def confusion_matrix(pred_labels: Any, true_labels: Any, n_pred: int, n_true: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protocols.metrics._arrays import to_numpy, to_torch
+from segbench.protocols.metrics._arrays import to_numpy, to_torch
 
 FBETA_SQUARED = 0.3
 BINARY_THRESHOLD = 0.5

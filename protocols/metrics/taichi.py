@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.metrics._arrays import to_numpy
+from segbench.protocols.metrics._arrays import to_numpy
 
 MISSING = -1.0
 MISSING_ATOL = 1e-6  # GANSeg tests (y + 1).abs() > 1e-6; motion-cosegmentation y != -1

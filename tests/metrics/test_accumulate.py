@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from protocols.metrics.accumulate import ConcatAccumulator, MeanAccumulator
+from segbench.protocols.metrics.accumulate import ConcatAccumulator, MeanAccumulator
 
 
 def test_mean_accumulator_batched_equals_numpy_mean():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from protocols.metrics.centres import CENTRE_EPS, part_centres, soft_argmax_centres_liu
+from segbench.protocols.metrics.centres import CENTRE_EPS, part_centres, soft_argmax_centres_liu
 
 
 def _probs_with_parts(h, w, part_maps):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.errors import DataNotFoundError
-from protocols import inception
-from protocols.metrics.fid import (
+from segbench.benchmark.errors import DataNotFoundError
+from segbench.protocols import inception
+from segbench.protocols.metrics.fid import (
     FeatureStatsAccumulator,
     cached_real_statistics,
     content_hash,
@@ -298,7 +298,7 @@ def test_inception_features_offline_in_a_clean_process(tmp_path):
             pass
 
         import torch
-        from protocols.inception import inception_features
+        from segbench.protocols.inception import inception_features
         x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
         f = inception_features(x, batch_size=2)
         assert f.dtype.name == "float64", f.dtype

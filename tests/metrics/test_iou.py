@@ -7,7 +7,7 @@ import torchvision.transforms as T
 from PIL import Image
 from sklearn.metrics import jaccard_score
 
-from protocols.metrics.iou import (FG_IOU_FUNCTIONS, IOU_VARIANTS, fg_iou_ganseg, fg_iou_melas, fg_iou_redo,
+from segbench.protocols.metrics.iou import (FG_IOU_FUNCTIONS, IOU_VARIANTS, fg_iou_ganseg, fg_iou_melas, fg_iou_redo,
                                    foreground_from_probs, gt_mask_for_variant, iou_per_image,
                                    mean_of_batch_means, prepare_image, summarise_fg_iou)
 

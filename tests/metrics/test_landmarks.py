@@ -4,8 +4,8 @@ import pytest
 from sklearn.linear_model import LinearRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 
-from protocols.metrics.centres import part_centres, soft_argmax_centres_liu
-from protocols.metrics.landmarks import (REGRESSION_VARIANTS, features_for_variant, fit_landmark_regressor,
+from segbench.protocols.metrics.centres import part_centres, soft_argmax_centres_liu
+from segbench.protocols.metrics.landmarks import (REGRESSION_VARIANTS, features_for_variant, fit_landmark_regressor,
                                          inter_ocular_distance, landmark_regression_error,
                                          normalised_landmark_error, per_landmark_regression_error)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from protocols.metrics.parts import confusion_matrix, hungarian_part_miou
+from segbench.protocols.metrics.parts import confusion_matrix, hungarian_part_miou
 
 
 def _labels(seed, n_pred, n_true, shape=(3, 12, 10)):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, jaccard_score, precision_recall_fscore_support
 
-from protocols.metrics.saliency import (ALL_THRESHOLDS, OFFICIAL_THRESHOLDS, SaliencyAccumulator, fbeta,
+from segbench.protocols.metrics.saliency import (ALL_THRESHOLDS, OFFICIAL_THRESHOLDS, SaliencyAccumulator, fbeta,
                                         foreground_on_grids, image_precision_recall, saliency_metrics)
 
 BETA = np.sqrt(0.3)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from protocols.metrics.taichi import taichi_mae
+from segbench.protocols.metrics.taichi import taichi_mae
 
 
 def _reference_mae(fit_x, fit_kp, test_x, test_kp):
