@@ -67,7 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     req = RunRequest(method=args.method, protocol=args.protocol, preset=args.preset, seed=args.seed,
                      overrides=_key_values(args.set, "--set"), options=_key_values(args.option, "--option"),
                      data_root=args.data_root, out=args.out, limit=args.limit, batch_size=args.batch_size,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, device=args.device, num_threads=args.threads)
     if args.dry_run:
         resolved = resolve(req)
         print(f"method {req.method} (preset {req.preset}):\n{dumps(resolved.method_config)}")
@@ -111,10 +111,23 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
 def cmd_tables(args: argparse.Namespace) -> int:
     from segbench.benchmark.tables import write_tables
 
+    if args.ci and args.ci_resamples < 1:
+        raise UserError(f"--ci-resamples must be at least 1, got {args.ci_resamples}")
     for path in write_tables(Path(args.runs), Path(args.paper), Path(args.out)):
         print(f"wrote {path}")
     if args.show:
         print((Path(args.out) / "ours.md").read_text())
+    if args.ci:
+        from segbench.benchmark.tables import to_markdown, write_ci_tables
+
+        written, frame, notes = write_ci_tables(Path(args.runs), Path(args.out), resamples=args.ci_resamples)
+        for note in notes:
+            print(note)
+        for path in written:
+            print(f"wrote {path}")
+        print(f"paired bootstrap 95% CI of A - B over image ids ({args.ci_resamples} resamples, "
+              f"per-image values averaged over the shared seeds):")
+        print(to_markdown(frame) if not frame.empty else "(no pair of methods with per-image scores on shared seeds)")
     return 0
 
 
@@ -160,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs")
     p.add_argument("--limit", type=int, default=None, help="at most this many images per split")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+                   help="where fit runs (default auto: CUDA when present); recorded in config.json and env.json")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads during fit (0 = default)")
     p.add_argument("--dry-run", action="store_true", help="resolve and print the config, run nothing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)
@@ -194,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper", default="results/paper")
     p.add_argument("--out", default="results/tables")
     p.add_argument("--show", action="store_true", help="print the main table")
+    p.add_argument("--ci", action="store_true",
+                   help="also paired bootstrap 95%% intervals of method differences from the runs' per-image "
+                        "scores (scores_per_image.csv.gz): printed and written to ci.md / ci.csv")
+    p.add_argument("--ci-resamples", type=int, default=10_000, metavar="N",
+                   help="bootstrap resamples of the image ids for --ci (default 10000)")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("prepare", help="verify a copy of an official dataset and build its resized cache")

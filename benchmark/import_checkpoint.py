@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 from segbench.benchmark.errors import UserError
+from segbench.methods.context import final_checkpoint_dir
 from segbench.benchmark.records import StatsLog, env_info, new_run_dir, write_json
-from segbench.benchmark.runner import (FINAL_CHECKPOINT, RunRequest, _setup_logging, config_record, log, resolve,
+from segbench.benchmark.runner import (RunRequest, _setup_logging, config_record, log, resolve,
                               seed_everything)
 
 
@@ -31,7 +32,7 @@ def import_checkpoint(req: RunRequest, path: Path, *, segmenter: Path | None = N
             seed_everything(req.seed)
             method, provenance = importer(Path(path), resolved.method_config, workdir=run_dir, seed=req.seed,
                                           segmenter=segmenter, parameters=parameters, progress=req.progress)
-            method.save(run_dir / FINAL_CHECKPOINT)
+            method.save(final_checkpoint_dir(run_dir))
             write_json(run_dir / "config.json",
                        config_record(req, resolved, method.config, imported_from=provenance))
             write_json(run_dir / "env.json", env_info())

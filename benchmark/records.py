@@ -31,9 +31,10 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from segbench.methods.context import StatsLog  # noqa: F401  (re-exported: one stats logger)
 
 SCHEMA_VERSION = "1"
 RECORD_FIELDS = ("method", "protocol", "protocol_version", "dataset", "split", "metric", "value",
@@ -103,18 +104,15 @@ def new_run_dir(out: Path, protocol: str, method: str, seed: int) -> Path:
     return run_dir
 
 
-class StatsLog:
-    """Append-only ``stats.jsonl``: one JSON object per line, with wall time since start."""
+def device_info(device: Any) -> dict[str, Any]:
+    """The device a run fitted on, for ``env.json`` (``--device``, resolved)."""
+    import torch
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._t0 = time.perf_counter()
-
-    def write(self, **stats: Any) -> None:
-        row = {"time_s": round(time.perf_counter() - self._t0, 3), **stats}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row, sort_keys=True, default=float) + "\n")
+    info: dict[str, Any] = {"device": str(device)}
+    if getattr(device, "type", "") == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
 
 
 def metric_records(scores: Iterable[Mapping[str, Any]], *, context: Mapping[str, Any],

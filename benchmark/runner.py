@@ -17,15 +17,15 @@ import torch
 from segbench.benchmark import figures
 from segbench.benchmark.config import to_jsonable
 from segbench.benchmark.errors import UserError
-from segbench.benchmark.records import (env_info, git_label, git_state, metric_records, new_run_dir, read_json,
-                               utc_now, write_json, StatsLog)
+from segbench.benchmark.records import (device_info, env_info, git_label, git_state, metric_records, new_run_dir,
+                                        read_json, utc_now, write_json)
 from segbench.datasets import DATASETS
 from segbench.datasets.paths import resolve_data_root
 from segbench.methods import METHODS
+from segbench.methods.context import STATS, FitContext, StatsLog, final_checkpoint_dir, resolve_device
 from segbench.protocols import PROTOCOLS
 
 log = logging.getLogger("segbench")
-FINAL_CHECKPOINT = Path("checkpoints") / "final"
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class RunRequest:
     limit: int | None = None  # cap on images per split (smoke runs); recorded in n_eval
     batch_size: int = 32
     progress: bool = True
+    device: str = "auto"  # --device auto|cpu|cuda[:N]; the resolved device is recorded
+    num_threads: int = 0  # --threads: torch CPU threads during fit (0 = the process default)
 
 
 @dataclass
@@ -62,7 +64,13 @@ def resolve(req: RunRequest) -> Resolved:
         raise UserError(f"protocol {spec.name!r} needs {sorted(missing)} but method {req.method!r} "
                         f"produces only {sorted(method_cls.produces)}")
     overrides = dict(req.overrides)
-    if method_cls.fixed_num_parts is None and "num_parts" not in overrides:
+    fixed = method_cls.fixed_num_parts
+    if fixed is not None:  # e.g. foreground-only methods: K is theirs, not the protocol's
+        if "num_parts" in overrides and int(overrides["num_parts"]) != fixed:
+            raise UserError(f"--set num_parts={overrides['num_parts']}: method {req.method!r} always has "
+                            f"num_parts={fixed}")
+        overrides["num_parts"] = fixed
+    elif "num_parts" not in overrides:
         overrides["num_parts"] = spec.num_parts  # the protocol's K unless the user sets one
     config = method_cls.config_for(req.preset, overrides, dataset=spec.dataset)
     protocol = protocol_cls(req.options)
@@ -115,27 +123,30 @@ def run(req: RunRequest, resume_dir: Path | None = None) -> Path:
     """Fit, save, score and record. With ``resume_dir`` the run continues in that directory:
     ``fit`` is called again there and the method picks up its own training checkpoint."""
     resolved = resolve(req)
+    device = resolve_device(req.device)  # before any folder is made: a bad --device leaves nothing
     spec = resolved.protocol.spec
     fit_split = resolved.dataset.split(spec.splits["fit"], limit=req.limit)
     run_dir = Path(resume_dir) if resume_dir else new_run_dir(Path(req.out), spec.name, req.method, req.seed)
     handler = _setup_logging(run_dir)
     try:
+        stats = StatsLog(run_dir / STATS)  # the run's one stats log, handed to the method
+        ctx = FitContext(seed=req.seed, device=device, progress=req.progress,
+                         num_threads=req.num_threads, run_dir=run_dir, stats=stats)
         if not resume_dir:  # a resumed run keeps the config it was started with
-            write_json(run_dir / "config.json", config_record(req, resolved, resolved.method_config))
-        env = env_info()
+            write_json(run_dir / "config.json", config_record(req, resolved, resolved.method_config,
+                                                              fit_context=ctx.describe()))
+        env = {**env_info(), "device": device_info(ctx.device)}
         write_json(run_dir / "env.json", env)
-        stats = StatsLog(run_dir / "stats.jsonl")
         if resume_dir:
             stats.write(phase="resumed", argv=sys.argv)
         log.info("%s %s: method=%s preset=%s protocol=%s seed=%d", "resume" if resume_dir else "run", run_dir,
                  req.method, req.preset, spec.name, req.seed)
         seed_everything(req.seed)
         method = resolved.method_cls(resolved.method_config)
-        method.progress = req.progress
         t0 = time.perf_counter()
-        method.fit(fit_split.fit_images(), workdir=run_dir, seed=req.seed)
+        method.fit(fit_split.fit_images(), ctx)
         stats.write(phase="fit_done", fit_seconds=time.perf_counter() - t0, n_fit=len(fit_split))
-        method.save(run_dir / FINAL_CHECKPOINT)
+        method.save(final_checkpoint_dir(run_dir))
         t0 = time.perf_counter()
         context = _context(req, resolved, run_dir.name, env["git"], utc_now().date().isoformat())
         records = score(method, resolved, req, context)
@@ -170,7 +181,7 @@ def rescore(run_dir: Path, data_root: str | None = None, progress: bool = True) 
     run_dir = Path(run_dir)
     req = recorded_request(run_dir, data_root, progress)
     resolved = resolve(req)
-    method = resolved.method_cls.load(run_dir / FINAL_CHECKPOINT)
+    method = resolved.method_cls.load(final_checkpoint_dir(run_dir))
     original = {r["metric"]: r for r in read_json(run_dir / "metrics.json")} \
         if (run_dir / "metrics.json").exists() else {}
     first = next(iter(original.values()), {})

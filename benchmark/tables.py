@@ -1,15 +1,25 @@
 """Comparison tables: every run's records aggregated over seeds (mean ± sample std, count),
 pivoted method × (protocol, metric), and joined with the papers' reported numbers.
 
-Outputs are deterministic (sorted rows, fixed number formats, no timestamps), so the same
-runs give byte-identical files.
+With ``ci=True`` (``tables --ci``) it adds ``ci.md``/``ci.csv``: paired bootstrap 95% intervals of
+the difference between two methods on the same protocol and seeds, from the runs' per-image scores
+(:func:`paired_ci`).
+
+Outputs are deterministic (sorted rows, fixed number formats, no timestamps, a fixed bootstrap
+seed), so the same runs give byte-identical files. Every file is written atomically.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import secrets
 from pathlib import Path
 
 import pandas as pd
+
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.paired_bootstrap import RESAMPLES, SEED, paired_bootstrap
 
 # Columns of results/paper/*.csv: one row per number printed in a paper.
 PAPER_COLUMNS = ("paper", "table", "citation", "method_as_printed", "method", "protocol", "metric",
@@ -124,6 +134,126 @@ def to_markdown(frame: pd.DataFrame, index: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Per-image scores a run may hold next to metrics.json: one row per (split, image, metric) for the
+# metrics that are means over images; ``metric`` is the metric's name in metrics.json.
+PER_IMAGE_FILE = "scores_per_image.csv.gz"
+PER_IMAGE_COLUMNS = ["split", "image_id", "metric", "value"]
+CI_COLUMNS = ["protocol", "protocol_version", "split", "metric", "higher_is_better", "method_a", "method_b",
+              "seeds", "n_images", "mean_a", "mean_b", "diff", "ci_low", "ci_high", "excludes_zero", "better"]
+
+
+def _arm(record: dict) -> str:
+    """The compared unit: a method at a preset and K (one row of ``ours``)."""
+    return f"{record['method']} [{record['preset']}] K={record['num_parts']}"
+
+
+def _per_image(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype={"split": str, "image_id": str, "metric": str}, keep_default_na=False,
+                        na_values=[""])
+    if list(frame.columns) != PER_IMAGE_COLUMNS:
+        raise UserError(f"{path}: columns {list(frame.columns)}, expected {PER_IMAGE_COLUMNS}")
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
+    return frame.dropna(subset=["value"])
+
+
+def _load_per_image_runs(runs_dir: Path) -> tuple[pd.DataFrame, dict, list[str]]:
+    """Per-image rows of every run that has them (tagged with protocol, arm and seed), the metrics'
+    directions, and notes on the runs left out."""
+    runs_dir = Path(runs_dir)
+    chosen: dict[tuple, Path] = {}
+    directions: dict[tuple, bool] = {}
+    missing, duplicates = [], []
+    for metrics_path in sorted(runs_dir.glob("**/metrics.json")):
+        records = json.loads(metrics_path.read_text())
+        if not records:
+            continue
+        run_dir = metrics_path.parent
+        if not (run_dir / PER_IMAGE_FILE).is_file():
+            missing.append(run_dir.relative_to(runs_dir).as_posix())
+            continue
+        first = records[0]
+        protocol = (first["protocol"], str(first["protocol_version"]))
+        for r in records:
+            if "higher_is_better" in r:
+                directions.setdefault((*protocol, r["split"], r["metric"]), bool(r["higher_is_better"]))
+        key = (*protocol, _arm(first), int(first["seed"]))
+        if key in chosen:  # a rerun of the same seed: the later run directory (timestamped names) wins
+            duplicates.append(chosen[key].relative_to(runs_dir).as_posix())
+        chosen[key] = run_dir
+    frames = [_per_image(run_dir / PER_IMAGE_FILE).assign(protocol=k[0], protocol_version=k[1], arm=k[2], seed=k[3])
+              for k, run_dir in sorted(chosen.items())]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=PER_IMAGE_COLUMNS + ["protocol", "protocol_version", "arm", "seed"])
+    notes = []
+    if missing:
+        notes.append(f"note: {len(missing)} run(s) without {PER_IMAGE_FILE} skipped: {', '.join(missing)}")
+    if duplicates:
+        notes.append(f"note: {len(duplicates)} run(s) superseded by a later run of the same seed: "
+                     f"{', '.join(duplicates)}")
+    return rows, directions, notes
+
+
+def _seed_means(rows: pd.DataFrame, seeds: list[int]) -> pd.Series:
+    """Per image id, the mean over ``seeds`` of one arm's values (images scored under every seed)."""
+    table = rows[rows["seed"].isin(seeds)].pivot_table(index="image_id", columns="seed", values="value",
+                                                       aggfunc="mean")
+    return table.dropna().mean(axis=1)
+
+
+def paired_ci(runs_dir: Path, resamples: int = RESAMPLES, seed: int = SEED) -> tuple[pd.DataFrame, list[str]]:
+    """Paired bootstrap intervals of ``A - B`` for every protocol, per-image metric and pair of arms
+    (method [preset] K) with shared seeds: per image id each arm's values are averaged over the shared
+    seeds, the differences are taken on the images both have, and the mean difference is bootstrapped
+    over image ids (``resamples`` draws, ``numpy.random.default_rng(seed)``)."""
+    rows, directions, notes = _load_per_image_runs(runs_dir)
+    out = []
+    for (protocol, version, split, metric), group in rows.groupby(["protocol", "protocol_version", "split", "metric"],
+                                                                  sort=True):
+        hib = directions.get((protocol, version, split, metric))
+        seeds = {arm: set(g["seed"]) for arm, g in group.groupby("arm")}
+        for arm_a, arm_b in itertools.combinations(sorted(seeds), 2):
+            shared = sorted(seeds[arm_a] & seeds[arm_b])
+            if not shared:
+                notes.append(f"note: {protocol} {split}/{metric}: {arm_a} and {arm_b} share no seed, not compared")
+                continue
+            a = _seed_means(group[group["arm"] == arm_a], shared)
+            b = _seed_means(group[group["arm"] == arm_b], shared)
+            ids = sorted(set(a.index) & set(b.index))
+            if not ids:
+                notes.append(f"note: {protocol} {split}/{metric}: {arm_a} and {arm_b} share no image, not compared")
+                continue
+            ci = paired_bootstrap(a[ids].to_numpy(), b[ids].to_numpy(), resamples=resamples, seed=seed)
+            better = ""
+            if ci.excludes_zero and hib is not None:
+                better = arm_a if (ci.mean > 0) == hib else arm_b
+            out.append(dict(protocol=protocol, protocol_version=version, split=split, metric=metric,
+                            higher_is_better=hib, method_a=arm_a, method_b=arm_b,
+                            seeds=",".join(str(s) for s in shared), n_images=ci.n, mean_a=float(a[ids].mean()),
+                            mean_b=float(b[ids].mean()), diff=ci.mean, ci_low=ci.low, ci_high=ci.high,
+                            excludes_zero=ci.excludes_zero, better=better))
+    return pd.DataFrame(out, columns=CI_COLUMNS), notes
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write through a temporary file in the same folder and ``os.replace``: a reader (or a killed
+    ``tables``) sees the old file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_frame(out_dir: Path, name: str, frame: pd.DataFrame, index: bool) -> list[Path]:
+    csv = frame.to_csv(None, index=index, float_format="%.6g", lineterminator="\n")
+    return [write_text_atomic(out_dir / f"{name}.csv", csv),
+            write_text_atomic(out_dir / f"{name}.md", to_markdown(frame, index=index))]
+
+
 def write_tables(runs_dir: Path, paper_dir: Path, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     agg = aggregate(load_runs(runs_dir))
@@ -135,8 +265,13 @@ def write_tables(runs_dir: Path, paper_dir: Path, out_dir: Path) -> list[Path]:
     }
     written = []
     for name, (frame, index) in outputs.items():
-        csv_path, md_path = out_dir / f"{name}.csv", out_dir / f"{name}.md"
-        frame.to_csv(csv_path, index=index, float_format="%.6g", lineterminator="\n")
-        md_path.write_text(to_markdown(frame, index=index))
-        written += [csv_path, md_path]
+        written += _write_frame(out_dir, name, frame, index)
     return written
+
+
+def write_ci_tables(runs_dir: Path, out_dir: Path, resamples: int = RESAMPLES,
+                    seed: int = SEED) -> tuple[list[Path], pd.DataFrame, list[str]]:
+    """``ci.csv`` and ``ci.md`` from :func:`paired_ci`; returns the files, the table and the notes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame, notes = paired_ci(runs_dir, resamples=resamples, seed=seed)
+    return _write_frame(out_dir, "ci", frame, False), frame, notes

@@ -1,13 +1,15 @@
 """The interface every segmentation method implements.
 
 A method receives unlabelled images for ``fit`` (structurally: ``FitImages`` yields image
-tensors and nothing else) and returns per-pixel part probabilities from ``predict``.
+tensors and nothing else) with a ``FitContext`` (device, seed, progress, stats, named places in
+the run folder), and returns per-pixel part probabilities from ``predict``.
 Everything derived from those probabilities (part centres, foreground, keypoints) is the
 protocol's job, never the method's.
 """
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from segbench.benchmark.config import PRESET_NAMES, dumps, from_jsonable, resolve_config
+from segbench.methods.context import FitContext, write_json_atomic
 
 PARTS = "parts"
 SAMPLES = "samples"
@@ -74,6 +77,10 @@ class Method(ABC):
     overrides) and ``produces``; they implement ``fit`` and ``_predict`` and, when they
     produce samples, ``_sample``. Learned state goes through ``state_dict`` /
     ``load_state_dict`` as plain tensors so checkpoints load with ``weights_only=True``.
+
+    Contract the conformance suite (``python -m benchmark check-plugin NAME``) checks: fit on
+    images only; predictions valid, the same for a batch as for its images one by one, the
+    same for the same seed and different for another; ``save``/``load`` round trip.
     """
 
     Config: ClassVar[type]
@@ -82,13 +89,12 @@ class Method(ABC):
     # authors' released per-dataset settings, so ``paper`` on CUB is the CUB configuration.
     DATASET_PRESETS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     produces: ClassVar[frozenset[str]] = frozenset({PARTS})
-    # Foreground-only methods fix K (=1); others take K from the protocol unless --set.
+    # Methods with a fixed K (foreground-only: 1) set it here; the runner then asks for that K
+    # and refuses another one. Others take K from the protocol unless --set num_parts=...
     fixed_num_parts: ClassVar[int | None] = None
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
-        # Progress bars during fit; the runner sets this from --no-progress.
-        self.progress = True
 
     # ----- configuration -------------------------------------------------------------
     @classmethod
@@ -106,8 +112,11 @@ class Method(ABC):
 
     # ----- training and inference ----------------------------------------------------
     @abstractmethod
-    def fit(self, train_images: torch.utils.data.Dataset, *, workdir: Path, seed: int) -> None:
-        """Unsupervised training on images only (each item a float [3,H,W] tensor in [0,1])."""
+    def fit(self, train_images: torch.utils.data.Dataset, ctx: FitContext) -> None:
+        """Unsupervised training on images only (each item a float [3,H,W] tensor in [0,1]).
+
+        ``ctx`` gives the device, the seed, the progress switch, the run's ``StatsLog`` and the
+        places a method may write to (``ctx.checkpoint_dir(stage)``, ``ctx.figures_dir``)."""
 
     @abstractmethod
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -142,8 +151,15 @@ class Method(ABC):
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "method_config.json").write_text(dumps(self.config) + "\n")
-        torch.save(self.state_dict(), directory / "state.pt")
+        state = self.state_dict()
+        bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+               and not torch.isfinite(v).all()]
+        if bad:  # a checkpoint never holds non-finite weights
+            raise FloatingPointError(f"{type(self).__name__}: non-finite values in {bad[:5]}; not saved")
+        tmp = directory / ".state.pt.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, directory / "state.pt")
+        write_json_atomic(directory / "method_config.json", json.loads(dumps(self.config)))
 
     @classmethod
     def load(cls, directory: Path) -> "Method":

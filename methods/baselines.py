@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from segbench.methods.base import PARTS, SAMPLES, Method
+from segbench.methods.context import FitContext
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class CentrePrior(Method):
     PRESETS = {"paper": {}, "quick": {}, "smoke": {}}
     produces = frozenset({PARTS})
 
-    def fit(self, train_images, *, workdir: Path, seed: int) -> None:
+    def fit(self, train_images, ctx: FitContext) -> None:
         pass  # image-independent by construction
 
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -72,8 +72,8 @@ class Dummy(Method):
         self.seed = torch.zeros((), dtype=torch.int64)
         self.image_size = torch.tensor([64, 64])  # of the samples; set from the fit images
 
-    def fit(self, train_images, *, workdir: Path, seed: int) -> None:
-        self.seed = torch.tensor(seed, dtype=torch.int64)
+    def fit(self, train_images, ctx: FitContext) -> None:
+        self.seed = torch.tensor(ctx.seed, dtype=torch.int64)
         self.image_size = torch.tensor(train_images[0].shape[1:])
 
     def _generator(self, tensor: torch.Tensor) -> torch.Generator:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from segbench.methods.context import FitContext
+
 from segbench.benchmark.errors import DataNotFoundError
 from segbench.benchmark.runner import RunRequest, resolve, score
 from segbench.datasets import DATASETS
@@ -32,7 +34,7 @@ def _fitted(name, tiny_data, tmp_path, num_parts=3):
     cls = METHODS.get(name)
     overrides = {} if cls.fixed_num_parts is not None else {"num_parts": num_parts}
     method = cls(cls.config_for("smoke", overrides))
-    method.fit(tiny_data[0], workdir=tmp_path / "work", seed=0)
+    method.fit(tiny_data[0], FitContext(seed=0, run_dir=tmp_path / "work", progress=False))
     return method
 
 
@@ -138,7 +140,7 @@ def test_protocol_scores_every_declared_metric(name, method, tmp_path):
         pytest.skip(f"data for {name} not available: {exc}")
     spec = resolved.protocol.spec
     model = resolved.method_cls(resolved.method_config)
-    model.fit(resolved.dataset.split(spec.splits["fit"], limit=12).fit_images(), workdir=tmp_path, seed=0)
+    model.fit(resolved.dataset.split(spec.splits["fit"], limit=12).fit_images(), FitContext(seed=0, run_dir=tmp_path, progress=False))
     context = dict(method=method, protocol=name, protocol_version=spec.version, dataset=spec.dataset,
                    seed=0, run_id="t", num_parts=model.num_parts, preset="smoke", git_hash="x", date="d")
     records = score(model, resolved, request, context)

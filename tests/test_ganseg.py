@@ -8,6 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
+from segbench.methods.context import FitContext
+
 from segbench.benchmark.errors import UserError
 from segbench.methods.ganseg.config import DATASET_PRESETS, GANSegConfig, validate
 from segbench.methods.ganseg.layers import RelativePositionalEncoding, grid_coordinates, heatmaps, linear_tau, part_statistics
@@ -271,7 +273,7 @@ def test_gan_resume_is_bit_identical(tmp_path):
 
 def test_fit_predict_sample_and_latent_interface(tmp_path):
     method = GANSeg(smoke())
-    method.fit(Images(), workdir=tmp_path, seed=0)
+    method.fit(Images(), FitContext(seed=0, run_dir=tmp_path, progress=False))
     probs = method.predict(torch.rand(2, 3, 40, 40)).part_probs
     assert probs.shape == (2, 4, 40, 40)
     assert (tmp_path / "figures" / "ganseg_samples_final.png").is_file()

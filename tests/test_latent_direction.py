@@ -6,6 +6,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+
+from segbench.methods.context import FitContext
 from scipy import ndimage
 
 from segbench.benchmark.errors import UserError
@@ -410,7 +412,7 @@ def test_ganseg_run_adapter_generates_and_is_differentiable(tmp_path, fit_images
 
     ganseg = GANSeg(GANSeg.config_for("smoke", {"num_parts": 2}))
     ganseg.progress = False
-    ganseg.fit(fit_images, workdir=tmp_path / "fit", seed=0)
+    ganseg.fit(fit_images, FitContext(seed=0, run_dir=tmp_path / "fit", progress=False))
     ganseg.save(tmp_path / "checkpoints" / "final")  # where the runner puts a run's final checkpoint
     adapter = gens.build_pretrained_generator(gens.GeneratorConfig(run=str(tmp_path)))  # kind=auto
     _check_adapter(adapter, 32)
@@ -466,7 +468,7 @@ def test_fit_records_and_resumes_bit_identically(fit_images, tmp_path):
         cfg = LatentDirection.config_for("smoke", {"segmenter.steps": seg_steps, "segmenter.checkpoint_every": 1})
         method = LatentDirection(cfg)
         method.progress = False
-        method.fit(fit_images, workdir=workdir, seed=0)
+        method.fit(fit_images, FitContext(seed=0, run_dir=workdir, progress=False))
         return method
 
     straight = fitted(tmp_path / "a", 4)

@@ -16,7 +16,7 @@ def runs(tmp_path_factory):
     dirs = {}
     for method, seed in [("centre_prior", 0), ("centre_prior", 1), ("dummy", 0)]:
         res = run_cli("run", "--method", method, "--protocol", "synthetic_parts", "--seed", str(seed),
-                      "--preset", "smoke", "--limit", "48", "--out", str(out), "--no-progress")
+                      "--preset", "smoke", "--limit", "48", "--out", str(out), "--no-progress", "--device", "cpu")
         assert res.returncode == 0, res.stderr
         line = next(l for l in res.stdout.splitlines() if l.startswith("run directory:"))
         dirs[(method, seed)] = line.split(":", 1)[1].strip()
@@ -37,6 +37,8 @@ def test_run_writes_every_record_file(runs):
     assert config["method_config"]["num_parts"] == 6 and config["protocol"]["name"] == "synthetic_parts"
     env = json.loads((run_dir / "env.json").read_text())
     assert {"git", "python", "torch", "torchvision", "cpu"} <= set(env)
+    assert config["fit_context"]["device"] == "cpu" and config["request"]["device"] == "cpu"
+    assert env["device"]["device"] == "cpu"
     stats = [json.loads(l) for l in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert [s["phase"] for s in stats] == ["fit_done", "eval_done"]
 
@@ -72,3 +74,21 @@ def test_tables_from_runs_are_deterministic(runs, tmp_path):
         assert (tmp_path / "t1" / name).read_bytes() == (tmp_path / "t2" / name).read_bytes()
     table = (tmp_path / "t1" / "ours.md").read_text()
     assert "centre_prior [smoke] K=6" in table and "(n=2)" in table
+
+
+def test_a_device_that_is_not_there_is_one_line(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    res = run_cli("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--preset", "smoke",
+                  "--limit", "4", "--out", str(tmp_path), "--no-progress", "--device", "cuda:0")
+    assert res.returncode == 2 and res.stderr.strip() == "error: --device cuda:0: no CUDA device is available here"
+    res = run_cli("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--preset", "smoke",
+                  "--limit", "4", "--out", str(tmp_path), "--no-progress", "--device", "tpu")
+    assert res.returncode == 2 and "--device tpu: expected auto, cpu, cuda or cuda:N" in res.stderr
+
+
+def test_a_fixed_num_parts_method_refuses_another_k(tmp_path):
+    res = run_cli("run", "--method", "latent_direction", "--protocol", "synthetic_parts", "--preset", "smoke",
+                  "--set", "num_parts=3", "--dry-run")
+    assert res.returncode == 2 and "always has num_parts=1" in res.stderr

@@ -19,6 +19,7 @@ import torch
 
 from segbench.benchmark.records import StatsLog, write_json
 from segbench.methods.base import PARTS, SAMPLES, Method
+from segbench.methods.context import FitContext
 from segbench.methods.common.pairs import FunctionPairSource
 from segbench.methods.common.runtime import torch_threads
 from segbench.methods.common.segmenter import build_segmenter, segment, train_segmenter
@@ -40,14 +41,16 @@ class GANSeg(Method):
     def __init__(self, config: GANSegConfig | None = None) -> None:
         super().__init__(config)
         validate(self.config)
+        self.progress = True
         self.generator: GANSegGenerator | None = None
         self.segmenter: torch.nn.Module | None = None
         self.fit_info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- training
-    def fit(self, train_images, *, workdir: Path, seed: int) -> None:
+    def fit(self, train_images, ctx: FitContext) -> None:
+        self.progress = ctx.progress
         with torch_threads(self.config.num_threads):
-            self._fit(train_images, Path(workdir), seed)
+            self._fit(train_images, Path(ctx.run_dir), ctx.seed)
 
     def _fit(self, train_images, workdir: Path, seed: int) -> None:
         stats = StatsLog(workdir / "stats.jsonl")

@@ -28,6 +28,7 @@ import torch
 from segbench.benchmark.errors import UserError
 from segbench.benchmark.records import StatsLog
 from segbench.methods.base import PARTS, Method
+from segbench.methods.context import FitContext
 from segbench.methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
 from segbench.methods.latent_direction.directions import DirectionConfig, optimise_direction
 from segbench.methods.latent_direction.generators import (GeneratorConfig, ModuleGenerator, build_pretrained_generator,
@@ -110,6 +111,7 @@ class LatentDirection(Method):
 
     def __init__(self, config: LatentDirectionConfig | None = None) -> None:
         super().__init__(config)
+        self.progress = True
         if self.config.num_parts != 1:
             raise UserError(f"latent_direction segments foreground only (num_parts=1), got {self.config.num_parts}")
         if self.config.mask_rule not in MASK_RULES:
@@ -194,9 +196,9 @@ class LatentDirection(Method):
         return mask_from_grays(light, gray(g.generate(z)), dark, stream.rule)
 
     # ----- Method interface ----------------------------------------------------------
-    def fit(self, train_images: Any, *, workdir: Path, seed: int) -> None:
-        progress = self.progress
-        workdir = Path(workdir)
+    def fit(self, train_images: Any, ctx: FitContext) -> None:
+        progress, seed = ctx.progress, ctx.seed
+        workdir = Path(ctx.run_dir)
         training = workdir / "checkpoints" / "training"
         stats = StatsLog(workdir / "stats.jsonl")
         generator = self.build_generator(train_images, workdir=workdir, seed=seed, stats=stats, progress=progress)

@@ -1,0 +1,247 @@
+"""The one training-loop core every loop uses (GAN, DCGAN, segmenter, direction search, ...).
+
+A loop is a ``Snapshot`` (what it must keep to continue: step, modules, optimisers, LR
+schedulers, ``torch.Generator`` streams, the global RNG and any extra state) plus a step
+function. ``run_steps`` drives it::
+
+    snap = Snapshot("segmenter", ctx.checkpoint_dir("segmenter"), settings, modules={"model": model},
+                    optimizers={"opt": opt}, schedulers={"lr": sched}, generators={"pairs": rng})
+    resumed = snap.resume(total_steps)          # exact resume, or a one-line error on a mismatch
+    report = run_steps(snap, total_steps, step_fn, stats=ctx.stats, progress=ctx.progress,
+                       log_every=25, checkpoint_every=500)
+
+``step_fn(step)`` does one optimisation step and returns its scalar terms (tensors or floats).
+Every step the terms are checked for finite values *before* anything is written, so a
+diverging run stops (``TrainingDiverged``, one line naming the stage and step) with its last
+finite snapshot on disk; ``save`` also refuses non-finite weights. Every ``log_every`` steps a
+``stats.jsonl`` row holds the window means of the terms, the throughput (``it_s``) and the peak
+memory (``peak_mem_mb``). Schedulers are stepped once per step, after ``step_fn``.
+
+Resuming restores everything the step function draws from, so on CPU a run continued from a
+snapshot is bit-identical to one that never stopped.
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from segbench.benchmark.errors import UserError
+from segbench.methods.common.checkpoint import save_atomic
+
+SNAPSHOT_FORMAT = 2
+# Test hook: "stage@k" makes step k (1-based) of that stage produce a NaN loss and NaN weights,
+# as a real divergence would, so tests can check that a run stops with a finite snapshot.
+INJECT_NAN_ENV = "SEGBENCH_INJECT_NAN"
+
+
+class TrainingDiverged(UserError):
+    """A loss became NaN/inf; the message names the stage, the step and the last snapshot."""
+
+
+def _as_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _as_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class Snapshot:
+    """The resumable state of one training stage, saved to ``folder / f"{stage}.pt"``.
+
+    ``settings`` are the values a snapshot must agree on to be continued (architecture, data
+    size, seed, ...); fields that do not change the result (total steps, logging) stay out.
+    ``get_extra`` / ``set_extra`` carry loop-specific state (e.g. the rest of a data epoch).
+    """
+
+    stage: str
+    folder: Path | None
+    settings: Mapping[str, Any]
+    modules: Mapping[str, torch.nn.Module]
+    optimizers: Mapping[str, torch.optim.Optimizer] = field(default_factory=dict)
+    schedulers: Mapping[str, Any] = field(default_factory=dict)
+    generators: Mapping[str, torch.Generator] = field(default_factory=dict)
+    get_extra: Callable[[], dict[str, Any]] | None = None
+    set_extra: Callable[[dict[str, Any]], None] | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    step: int = 0
+    saved_step: int | None = None  # step of the snapshot on disk (None: none yet)
+
+    def __post_init__(self) -> None:
+        self.settings = _as_jsonable(dict(self.settings))
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.folder) / f"{self.stage}.pt" if self.folder is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"format": SNAPSHOT_FORMAT, "stage": self.stage, "settings": self.settings, "step": self.step,
+                 "modules": {k: m.state_dict() for k, m in self.modules.items()},
+                 "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+                 "generators": {k: g.get_state() for k, g in self.generators.items()},
+                 "torch_rng": torch.get_rng_state(),
+                 "extra": self.get_extra() if self.get_extra else {}}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for group, live in (("modules", self.modules), ("optimizers", self.optimizers),
+                            ("schedulers", self.schedulers)):
+            for k, obj in live.items():
+                obj.load_state_dict(state[group][k])
+        for k, gen in self.generators.items():
+            gen.set_state(state["generators"][k])
+        torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self.set_extra:
+            self.set_extra(state["extra"])
+        self.step = self.saved_step = int(state["step"])
+
+    def read(self) -> dict[str, Any] | None:
+        """The snapshot on disk, checked to belong to this run (None when there is none)."""
+        path = self.path
+        if path is None or not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or foreign file: the user's to remove
+            raise UserError(f"{path}: unreadable training snapshot ({type(exc).__name__}); delete it "
+                            "to restart this stage") from None
+        if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT or state.get("stage") != self.stage:
+            raise UserError(f"{path}: not a {self.stage} snapshot of this segbench version; delete it to "
+                            "restart this stage")
+        old = state["settings"]
+        changed = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
+        if changed:
+            raise UserError(f"{path} was written by a different {self.stage} run (changed: {', '.join(changed)}); "
+                            "delete it or restore those settings")
+        return state
+
+    def resume(self, total_steps: int) -> bool:
+        """Load the snapshot on disk if there is one; True when training continues from it."""
+        state = self.read()
+        if state is None:
+            return False
+        if int(state["step"]) > total_steps:
+            raise UserError(f"{self.path} is at step {state['step']}, past the configured {total_steps} steps")
+        self.load_state_dict(state)
+        return True
+
+    def save(self) -> None:
+        """Write atomically; weights that are not finite are never written."""
+        if self.path is None:
+            return
+        for name, module in self.modules.items():
+            for key, tensor in module.state_dict().items():
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise TrainingDiverged(f"{self.stage}: {name}.{key} is not finite at step {self.step}; "
+                                           f"kept the last finite snapshot {self.path} (step {self.saved_step})")
+        save_atomic(self.path, self.state_dict())
+        self.saved_step = self.step
+
+
+def _injected_nan_step(stage: str) -> int | None:
+    hook = os.environ.get(INJECT_NAN_ENV, "")
+    name, _, step = hook.partition("@")
+    return int(step) if name == stage and step.isdigit() else None
+
+
+def check_finite(snap: Snapshot, terms: Mapping[str, Any]) -> dict[str, float]:
+    """The step's terms as floats; raises ``TrainingDiverged`` if any is NaN/inf."""
+    values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
+    if _injected_nan_step(snap.stage) == snap.step + 1:
+        values = {k: math.nan for k in values} or {"loss": math.nan}
+        with torch.no_grad():  # what the optimiser step after a NaN loss does to the weights
+            next(p for m in snap.modules.values() for p in m.parameters()).fill_(math.nan)
+    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
+    if bad:
+        kept = f"kept the last finite snapshot {snap.path} (step {snap.saved_step})" if snap.saved_step is not None \
+            else "no snapshot was written yet"
+        raise TrainingDiverged(f"{snap.stage} training diverged at step {snap.step + 1}: "
+                               f"{', '.join(f'{k}={values[k]}' for k in bad)}; {kept}")
+    return values
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: CUDA allocations on a GPU, resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class StatsWindow:
+    """Means of each term over the steps since the last row, and the window's throughput."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.steps, self.t0 = 0, time.perf_counter()
+
+    def add(self, values: Mapping[str, float]) -> None:
+        self.steps += 1
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def flush(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        row = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        row["it_s"] = self.steps / elapsed
+        self.__init__()
+        return row
+
+
+def run_steps(snap: Snapshot, total_steps: int, step_fn: Callable[[int], Mapping[str, Any]], *,
+              log_every: int, checkpoint_every: int = 0, stats: Any = None, progress: bool = True,
+              desc: str | None = None, on_log: Callable[[], Mapping[str, Any]] | None = None,
+              after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run ``step_fn`` from ``snap.step`` to ``total_steps``; returns the stage's report.
+
+    Per step: ``step_fn(step)`` -> finite check -> schedulers step -> ``snap.step += 1`` ->
+    a stats row every ``log_every`` steps (plus ``on_log()``'s extra values) -> a snapshot every
+    ``checkpoint_every`` steps (0 = only at the end) and at the last step -> ``after_step(step)``.
+    """
+    from tqdm import tqdm
+
+    if log_every < 1 or checkpoint_every < 0:
+        raise UserError(f"{snap.stage}: log_every must be >= 1 and checkpoint_every >= 0")
+    start, t_start = snap.step, time.perf_counter()
+    window = StatsWindow()
+    bar = tqdm(total=total_steps, initial=start, desc=desc or snap.stage, disable=not progress,
+               dynamic_ncols=True)
+    try:
+        while snap.step < total_steps:
+            values = check_finite(snap, step_fn(snap.step))
+            for scheduler in snap.schedulers.values():
+                scheduler.step()
+            snap.step += 1
+            window.add(values)
+            bar.update(1)
+            if snap.step % log_every == 0 or snap.step == total_steps:
+                row = {"phase": snap.stage, "step": snap.step, **window.flush(),
+                       "peak_mem_mb": round(peak_memory_mb(snap.device), 1), **(on_log() if on_log else {})}
+                if stats is not None:
+                    stats.write(**row)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
+            if (checkpoint_every and snap.step % checkpoint_every == 0) or snap.step == total_steps:
+                snap.save()
+            if after_step is not None:
+                after_step(snap.step)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    done = snap.step - start
+    return {"steps": snap.step, "steps_this_call": done, "resumed_from_step": start if start else None,
+            "seconds": round(seconds, 3), "it_s": done / seconds if done and seconds > 0 else None,
+            "device": str(snap.device)}

@@ -1,0 +1,33 @@
+"""The plugin API: everything a method, dataset or protocol plugin imports, and nothing else.
+
+Stable names (their modules import nothing from the runner, the CLI or the tables, which
+sit above this layer; tests/test_api.py checks that)::
+
+    from segbench.api import Method, Predictions, FitContext, METHODS, UserError
+
+- ``Method``, ``Predictions``, ``PredictionError``, ``PARTS``, ``SAMPLES``: the method contract.
+- ``FitContext``, ``StatsLog``, ``final_checkpoint_dir``: what ``fit`` gets from the run.
+- ``Snapshot``, ``run_steps``, ``check_finite``, ``TrainingDiverged``: the training-loop core
+  (exact resume, divergence stops, stats rows) that every built-in loop uses.
+- ``Registry``, ``UnknownNameError``, ``METHODS``, ``DATASETS``, ``PROTOCOLS``: registries
+  (entry-point groups ``segbench.methods`` / ``segbench.datasets`` / ``segbench.protocols``).
+- ``UserError``: a failure the user can fix; the CLI prints its one line and exits 2.
+- ``resolve_config``, ``PRESET_NAMES``, ``to_jsonable``, ``from_jsonable``: config helpers
+  for frozen-dataclass configs with ``paper`` / ``quick`` / ``smoke`` presets.
+"""
+from __future__ import annotations
+
+from segbench.benchmark.config import PRESET_NAMES, from_jsonable, resolve_config, to_jsonable
+from segbench.benchmark.errors import UserError
+from segbench.benchmark.registry import Registry, UnknownNameError
+from segbench.datasets import DATASETS
+from segbench.methods import METHODS
+from segbench.methods.base import PARTS, SAMPLES, Method, PredictionError, Predictions
+from segbench.methods.common.loop import Snapshot, TrainingDiverged, check_finite, run_steps
+from segbench.methods.context import FitContext, StatsLog, final_checkpoint_dir
+from segbench.protocols import PROTOCOLS
+
+__all__ = ["DATASETS", "METHODS", "PARTS", "PRESET_NAMES", "PROTOCOLS", "SAMPLES", "FitContext", "Method",
+           "PredictionError", "Predictions", "Registry", "Snapshot", "StatsLog", "TrainingDiverged",
+           "UnknownNameError", "UserError", "check_finite", "final_checkpoint_dir", "from_jsonable",
+           "resolve_config", "run_steps", "to_jsonable"]
