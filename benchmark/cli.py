@@ -1,4 +1,4 @@
-"""``python -m benchmark``: ls, run, eval, import-checkpoint, tables, prepare, bench-data.
+"""``python -m benchmark``: ls, run, eval, import-checkpoint, tables, prepare, bench-data, check-plugin.
 
 Only the registries (plain strings) are imported at start-up, so ``ls`` answers without
 importing torch; the heavy modules are imported inside the commands that need them.
@@ -27,11 +27,33 @@ def _registry(kind: str):
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    """One line per entry: name, summary (a plugin's from its distribution's metadata: nothing is
+    imported), ``[distribution]`` for plugins; a malformed plugin entry is listed with a note."""
     registry = _registry(args.kind)
     width = max((len(n) for n in registry.names()), default=0)
     for entry in registry.entries():
         origin = "" if entry.origin == "builtin" else f"  [{entry.origin}]"
-        print(f"{entry.name:<{width}}  {entry.summary}{origin}")
+        summary = f"(broken: {entry.error})" if entry.error else entry.summary
+        print(f"{entry.name:<{width}}  {summary}{origin}")
+    if registry.scan_error:
+        print(f"note: {registry.scan_error}")
+    return 0
+
+
+def cmd_check_plugin(args: argparse.Namespace) -> int:
+    if ":" not in args.method:  # a typo costs milliseconds, not a torch import
+        _registry("methods").entry(args.method)
+    from segbench.benchmark.check_plugin import FAIL, SKIP, check_plugin
+
+    results = check_plugin(args.method, device=args.device, limit=args.limit,
+                           overrides=_key_values(args.set, "--set"), num_threads=args.threads)
+    failed = [r.check for r in results if r.status == FAIL]
+    skipped = [r.check for r in results if r.status == SKIP]
+    note = f" ({len(skipped)} not applicable: {', '.join(skipped)})" if skipped else ""
+    if failed:
+        print(f"{args.method}: {len(failed)} of {len(results)} checks failed: {', '.join(failed)}{note}")
+        return 2
+    print(f"{args.method}: all checks passed{note}")
     return 0
 
 
@@ -227,6 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-only", action="store_true", help="check presence, counts and decodes; write nothing")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("check-plugin", help="run the conformance suite on one method (exit 2 if a check fails)",
+                       description="Fit one method at preset smoke on a few synthetic_parts images and check the "
+                                   "method contract: config/presets, fit, valid predictions, scoring through the "
+                                   "synthetic_parts protocol, batch invariance, seed determinism, save/load, no "
+                                   "labels reachable from the fit images, samples. One PASS/FAIL/SKIP line each.")
+    p.add_argument("method", help="a registered method name, or module:Class for one that is not registered")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda[:N]|auto", help="where fit runs (default cpu)")
+    p.add_argument("--limit", type=int, default=12, help="images per split (fit, regression_fit, test; default 12)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the smoke config")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0 = default; 1 is often fastest for the tiny smoke networks)")
+    p.set_defaults(func=cmd_check_plugin)
 
     p = sub.add_parser("bench-data", help="images/s of the synthetic data generator")
     p.add_argument("--resolution", type=int, nargs="+", default=[32, 64, 128])

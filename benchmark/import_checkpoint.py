@@ -4,8 +4,9 @@ The run directory has the layout of a trained run (``config.json`` with the requ
 config read from the checkpoint and the source files' paths and sha256, ``env.json``,
 ``stats.jsonl``, ``log.txt``, ``checkpoints/final/``), so ``python -m benchmark eval RUN_DIR``
 re-scores it like any other run. A method supports this by a classmethod
-``from_official_checkpoint(path, base_config, *, workdir, seed, segmenter, parameters, progress)``
-returning ``(fitted method, provenance dict)``.
+``from_official_checkpoint(path, base_config, ctx, *, segmenter, parameters)`` (``ctx``: the
+run's ``FitContext``, for whatever training the import needs) returning ``(fitted method,
+provenance dict)``.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import shutil
 from pathlib import Path
 
 from segbench.benchmark.errors import UserError
-from segbench.methods.context import final_checkpoint_dir
-from segbench.benchmark.records import StatsLog, env_info, new_run_dir, write_json
+from segbench.benchmark.records import device_info, env_info, new_run_dir, write_json
 from segbench.benchmark.runner import (RunRequest, _setup_logging, config_record, log, resolve,
                               seed_everything)
+from segbench.methods.context import STATS, FitContext, StatsLog, final_checkpoint_dir, resolve_device
 
 
 def import_checkpoint(req: RunRequest, path: Path, *, segmenter: Path | None = None,
@@ -29,15 +30,17 @@ def import_checkpoint(req: RunRequest, path: Path, *, segmenter: Path | None = N
     handler = _setup_logging(run_dir)
     try:
         try:
+            ctx = FitContext(seed=req.seed, device=resolve_device(req.device), progress=req.progress,
+                             num_threads=req.num_threads, run_dir=run_dir, stats=StatsLog(run_dir / STATS))
             seed_everything(req.seed)
-            method, provenance = importer(Path(path), resolved.method_config, workdir=run_dir, seed=req.seed,
-                                          segmenter=segmenter, parameters=parameters, progress=req.progress)
+            method, provenance = importer(Path(path), resolved.method_config, ctx, segmenter=segmenter,
+                                          parameters=parameters)
             method.save(final_checkpoint_dir(run_dir))
             write_json(run_dir / "config.json",
-                       config_record(req, resolved, method.config, imported_from=provenance))
-            write_json(run_dir / "env.json", env_info())
-            StatsLog(run_dir / "stats.jsonl").write(phase="imported", **{k: v for k, v in provenance.items()
-                                                                         if isinstance(v, (str, int, float))})
+                       config_record(req, resolved, method.config, imported_from=provenance,
+                                     fit_context=ctx.describe()))
+            write_json(run_dir / "env.json", {**env_info(), "device": device_info(ctx.device)})
+            ctx.log(phase="imported", **{k: v for k, v in provenance.items() if isinstance(v, (str, int, float))})
             log.info("imported %s into %s", path, run_dir)
         finally:
             log.removeHandler(handler)

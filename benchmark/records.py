@@ -34,7 +34,6 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from segbench.methods.context import StatsLog  # noqa: F401  (re-exported: one stats logger)
 
 SCHEMA_VERSION = "1"
 RECORD_FIELDS = ("method", "protocol", "protocol_version", "dataset", "split", "metric", "value",

@@ -102,13 +102,23 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def score(method: Any, resolved: Resolved, req: RunRequest, context: Mapping[str, Any]) -> list[dict]:
+def score(method: Any, resolved: Resolved, req: RunRequest, context: Mapping[str, Any],
+          run_dir: Path | None = None, per_image_file: str | None = None) -> list[dict]:
+    """The run's metric records. With ``run_dir``, the per-image values of the metrics that are
+    means over images also go to ``run_dir / per_image_file`` (default ``scores_per_image.csv.gz``,
+    columns ``split,image_id,metric,value``), written atomically."""
+    from segbench.protocols.per_image import PER_IMAGE_FILE, write_per_image_scores
+
     spec = resolved.protocol.spec
     splits = {role: resolved.dataset.split(name, limit=req.limit)
               for role, name in spec.splits.items() if role != "fit"}
-    scores = resolved.protocol.evaluate(method, splits, batch_size=req.batch_size, progress=req.progress)
+    scores = resolved.protocol.score(method, splits, batch_size=req.batch_size, progress=req.progress,
+                                     device=resolve_device(req.device))
     hib = {m.name: m.higher_is_better for m in spec.metric_specs(resolved.protocol.options)}
-    return metric_records(scores, context=context, higher_is_better=hib)
+    records = metric_records(scores.records, context=context, higher_is_better=hib)
+    if run_dir is not None:
+        write_per_image_scores(Path(run_dir) / (per_image_file or PER_IMAGE_FILE), scores.per_image)
+    return records
 
 
 def _context(req: RunRequest, resolved: Resolved, run_id: str, git: Mapping[str, Any], date: str) -> dict:
@@ -149,7 +159,7 @@ def run(req: RunRequest, resume_dir: Path | None = None) -> Path:
         method.save(final_checkpoint_dir(run_dir))
         t0 = time.perf_counter()
         context = _context(req, resolved, run_dir.name, env["git"], utc_now().date().isoformat())
-        records = score(method, resolved, req, context)
+        records = score(method, resolved, req, context, run_dir=run_dir)
         stats.write(phase="eval_done", eval_seconds=time.perf_counter() - t0)
         write_json(run_dir / "metrics.json", records)
         test_split = resolved.dataset.split(spec.splits[spec.scored_role], limit=req.limit)
@@ -177,7 +187,10 @@ def resume(run_dir: Path, data_root: str | None = None, progress: bool = True) -
 
 
 def rescore(run_dir: Path, data_root: str | None = None, progress: bool = True) -> list[dict]:
-    """Re-evaluate a finished run from ``checkpoints/final`` with the recorded settings."""
+    """Re-evaluate a finished run from ``checkpoints/final`` with the recorded settings (records to
+    ``metrics_rescored.json``, per-image values to ``scores_per_image_rescored.csv.gz``)."""
+    from segbench.protocols.per_image import PER_IMAGE_RESCORED_FILE
+
     run_dir = Path(run_dir)
     req = recorded_request(run_dir, data_root, progress)
     resolved = resolve(req)
@@ -187,6 +200,6 @@ def rescore(run_dir: Path, data_root: str | None = None, progress: bool = True) 
     first = next(iter(original.values()), {})
     context = _context(req, resolved, run_dir.name, git_state(), first.get("date", utc_now().date().isoformat()))
     context["git_hash"] = first.get("git_hash", context["git_hash"])
-    records = score(method, resolved, req, context)
+    records = score(method, resolved, req, context, run_dir=run_dir, per_image_file=PER_IMAGE_RESCORED_FILE)
     write_json(run_dir / "metrics_rescored.json", records)
     return records

@@ -100,7 +100,7 @@ class ViewSplit(RealFormatSplit):
 
     def __init__(self, base: RealFormatSplit, full_fg_mask: Callable[[int], np.ndarray] | None = None,
                  augmentation: GansegAugmentation | None = None) -> None:
-        super().__init__(base.name, base.members, base._load_image, base.cached)
+        super().__init__(base.name, base.members, base._load_image, base.cached, image_size=base.image_size)
         self._full_fg_mask = full_fg_mask
         self.augmentation = augmentation
 
@@ -119,8 +119,8 @@ class ViewSplit(RealFormatSplit):
 
     def fit_images(self) -> FitImages:
         if self.augmentation is None:
-            return FitImages(len(self), self.image)
-        return AugmentedFitImages(len(self), self.image, self.augmentation)
+            return FitImages(len(self), self.fit_loader())
+        return AugmentedFitImages(len(self), self.fit_loader(), self.augmentation)
 
 
 # --------------------------------------------------------------------------- mask files

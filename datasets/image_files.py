@@ -1,8 +1,10 @@
 """Splits backed by a list of image files: decode, convert to RGB, resize the whole image to
 the protocol's size (aspect not kept, as GANSeg's preprocessing does), plus a per-image
-annotation function. Used by the real-image datasets."""
+annotation function. Used by the real-image datasets. ``FileImages`` is the label-free image
+loader of their fit views: file paths (and the resized cache's pixels) only."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -10,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from segbench.benchmark.errors import DataNotFoundError
-from segbench.datasets.base import Split
+from segbench.datasets.base import FitImages, Split
 from segbench.datasets.list_files import DataFormatError
 
 Annotate = Callable[[int], dict[str, Any]]  # index -> annotation at the split's image_size
@@ -35,6 +37,36 @@ def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
 
 
+@dataclass(frozen=True)
+class FileImages:
+    """Image ``i`` of a fit view: row ``i`` of the resized cache when there is one, else file
+    ``paths[i]`` decoded and resized whole to ``image_size``; a writable uint8 [S, S, 3]. It holds
+    paths and pixels only, so a fit view built on it reaches no annotation. (The datasets'
+    ``check_decoded`` hooks are not run: they guard the scaling of annotations, which a fit view
+    never reads, and cached images skip them as well.)"""
+
+    paths: Sequence[Path]
+    image_size: int
+    cached: np.ndarray | None = None
+
+    def __call__(self, index: int) -> np.ndarray:
+        if self.cached is not None:
+            return np.array(self.cached[index])  # a writable copy, not a view of the memmap
+        image = resize_rgb(decode_rgb(self.paths[index]), self.image_size)
+        return image if image.flags.writeable else image.copy()  # torch wants writable arrays
+
+
+@dataclass(frozen=True)
+class MirroredImages:
+    """``2 * length`` images: those of ``images``, then the same mirrored left-right."""
+
+    images: Callable[[int], np.ndarray]
+    length: int
+
+    def __call__(self, index: int) -> np.ndarray:
+        return self.images(index) if index < self.length else self.images(index - self.length)[:, ::-1]
+
+
 class ImageFileSplit(Split):
     """``image(i)``: file ``i`` resized to ``image_size``; ``full_image(i)``: as stored (for
     protocol variants that crop the original, e.g. the redo/melas IoU views)."""
@@ -46,15 +78,24 @@ class ImageFileSplit(Split):
         self.image_size = image_size
         self._annotate = annotate
         self._root = root
+        self._images = FileImages(self.paths, image_size)  # the same loader serves the fit view
 
     def full_image(self, index: int) -> np.ndarray:
         return decode_rgb(self.paths[index])
 
     def image(self, index: int) -> np.ndarray:
-        return resize_rgb(self.full_image(index), self.image_size)
+        return self._images(index)
 
     def annotation(self, index: int) -> dict[str, Any]:
         return self._annotate(index) if self._annotate else {}
+
+    def image_id(self, index: int) -> str:
+        """The file's path relative to the dataset folder (its name without one)."""
+        path = Path(self.paths[index])
+        return path.relative_to(self._root).as_posix() if self._root is not None else path.name
+
+    def fit_images(self) -> FitImages:
+        return FitImages(len(self), self._images)
 
     def content_fingerprint(self) -> str:
         """Cheap content key (names relative to the root, sizes, mtimes) for derived-file caches."""

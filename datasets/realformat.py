@@ -33,6 +33,7 @@ from PIL import Image
 from segbench.benchmark.errors import DataNotFoundError, UserError
 from segbench.datasets.base import Dataset, FitImages, Split
 from segbench.datasets.image_files import decode_rgb, resize_rgb  # noqa: F401 (decode_rgb re-exported)
+from segbench.datasets.image_files import FileImages, MirroredImages
 from segbench.datasets.list_files import (DataFormatError, Table, read_name_list,  # noqa: F401 (re-exported)
                                  read_table)
 from segbench.datasets.resized_cache import CACHE_DIRNAME, ResizedCache, keys_digest  # noqa: F401 (re-exported)
@@ -145,16 +146,18 @@ class Members:
 class RealFormatSplit(Split):
     """Images from the resized cache when present, else decoded from files. ``fit_mirror``
     doubles the fit view (items N..2N-1 are the mirrored images): horizontal-flip augmentation
-    without random state, so resumed training sees the same data."""
+    without random state, so resumed training sees the same data. Image ids are the members'
+    keys (the file names the cache manifest is keyed on)."""
 
     def __init__(self, name: str, members: Members, load_image: Callable[[Path], np.ndarray],
-                 cached: np.ndarray | None = None, fit_mirror: bool = False) -> None:
+                 cached: np.ndarray | None = None, fit_mirror: bool = False, *, image_size: int) -> None:
         super().__init__(name, len(members))
         self.members = members
         self.paths = members.paths
         self._load_image = load_image
         self.cached = cached
         self.fit_mirror = fit_mirror
+        self.image_size = image_size
 
     def image(self, index: int) -> np.ndarray:
         if self.cached is not None:
@@ -164,11 +167,18 @@ class RealFormatSplit(Split):
     def annotation(self, index: int) -> dict[str, Any]:
         return self.members.annotate(index) if self.members.annotate else {}
 
+    def image_id(self, index: int) -> str:
+        return str(self.members.keys[index])
+
+    def fit_loader(self) -> Callable[[int], np.ndarray]:
+        """The label-free loader of this split's images (paths and cached pixels only)."""
+        return FileImages(self.paths, self.image_size, self.cached)
+
     def fit_images(self) -> FitImages:
         n = len(self)
         if not self.fit_mirror:
-            return FitImages(n, self.image)
-        return FitImages(2 * n, lambda i: self.image(i) if i < n else self.image(i - n)[:, ::-1])
+            return FitImages(n, self.fit_loader())
+        return FitImages(2 * n, MirroredImages(self.fit_loader(), n))
 
 
 class RealFormatDataset(Dataset):
@@ -228,7 +238,8 @@ class RealFormatDataset(Dataset):
             check_count(f"{self.NAME} split {name!r}", len(members), self.expected_size(name))
         cached = self.cache.find(name, keys_digest(members.keys), len(members)) if self.use_cache else None
         return RealFormatSplit(name, members, self.load_image, cached,
-                               fit_mirror=self.fit_mirror and name == self.fit_split_name())
+                               fit_mirror=self.fit_mirror and name == self.fit_split_name(),
+                               image_size=self.image_size)
 
     def fit_split_name(self) -> str:
         """The split the mirror augmentation applies to (evaluation splits are never mirrored)."""

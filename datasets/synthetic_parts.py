@@ -7,14 +7,15 @@ code, so the test images are never the training images.
 """
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from segbench.datasets.base import Dataset, Split, SplitInfo
-from segbench.datasets.synthetic_render import LANDMARK_NAMES, PART_NAMES, render
+from segbench.datasets.base import Dataset, FitImages, Split, SplitInfo
+from segbench.datasets.synthetic_render import LANDMARK_NAMES, PART_NAMES, render, render_image
 
 __all__ = ["SyntheticParts", "SyntheticPartsSplit", "measure_throughput", "SPLIT_CODES",
            "PART_NAMES", "LANDMARK_NAMES"]
@@ -46,6 +47,11 @@ class SyntheticPartsSplit(Split):
         out = self.item(index)
         del out["image"]
         return out
+
+    def fit_images(self) -> FitImages:
+        # The render parameters and the image-only renderer: nothing that could render labels.
+        return FitImages(len(self), functools.partial(render_image, seed=self.seed, split_code=self._code,
+                                                      size=self.image_size))
 
 
 class SyntheticParts(Dataset):

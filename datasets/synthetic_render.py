@@ -237,3 +237,9 @@ def render(seed: int, split_code: int, index: int, size: int) -> dict[str, Any]:
     """Render image ``index`` of a split: a pure function of its arguments."""
     rng = np.random.default_rng([seed, split_code, index])
     return draw_scene(sample_scene(rng), size, rng)
+
+
+def render_image(index: int, *, seed: int, split_code: int, size: int) -> np.ndarray:
+    """Only the image of ``render`` (uint8 [size, size, 3]): the loader of the fit view, which must
+    hand a method pixels and nothing else."""
+    return render(seed, split_code, int(index), size)["image"]

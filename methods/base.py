@@ -92,6 +92,10 @@ class Method(ABC):
     # Methods with a fixed K (foreground-only: 1) set it here; the runner then asks for that K
     # and refuses another one. Others take K from the protocol unless --set num_parts=...
     fixed_num_parts: ClassVar[int | None] = None
+    # True for a method with no randomness at all (its fit and predictions do not depend on
+    # the seed, e.g. a fixed prior): the conformance suite then checks that different seeds
+    # give identical predictions, instead of different ones.
+    deterministic: ClassVar[bool] = False
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()

@@ -30,6 +30,7 @@ class CentrePrior(Method):
     Config = CentrePriorConfig
     PRESETS = {"paper": {}, "quick": {}, "smoke": {}}
     produces = frozenset({PARTS})
+    deterministic = True  # no randomness: every seed gives the same layout
 
     def fit(self, train_images, ctx: FitContext) -> None:
         pass  # image-independent by construction
@@ -60,8 +61,9 @@ class DummyConfig:
 
 
 class Dummy(Method):
-    """Random part probabilities and noise samples; deterministic per (seed, input content)
-    so that save/load round-trips give identical predictions."""
+    """Random part probabilities and noise samples; deterministic per (seed, image content), one
+    image at a time, so that save/load round trips give identical predictions and a batch gets
+    what its images get one by one."""
 
     Config = DummyConfig
     PRESETS = {"paper": {}, "quick": {}, "smoke": {}}
@@ -76,16 +78,16 @@ class Dummy(Method):
         self.seed = torch.tensor(ctx.seed, dtype=torch.int64)
         self.image_size = torch.tensor(train_images[0].shape[1:])
 
-    def _generator(self, tensor: torch.Tensor) -> torch.Generator:
-        digest = hashlib.sha1(tensor.numpy().tobytes()).digest()
+    def _generator(self, image: torch.Tensor) -> torch.Generator:
+        digest = hashlib.sha1(image.detach().cpu().contiguous().numpy().tobytes()).digest()
         return torch.Generator().manual_seed(int(self.seed) * 7919 + int.from_bytes(digest[:6], "little"))
 
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = images.shape
-        logits = torch.randn(b, self.num_parts + 1, max(h // 8, 1), max(w // 8, 1),
-                             generator=self._generator(images))
+        _, _, h, w = images.shape
+        size = (self.num_parts + 1, max(h // 8, 1), max(w // 8, 1))
+        logits = torch.stack([torch.randn(size, generator=self._generator(image)) for image in images])
         logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        return torch.softmax(self.config.logit_scale * logits, dim=1)
+        return torch.softmax(self.config.logit_scale * logits, dim=1).to(images.device)
 
     def _sample(self, n: int, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(int(self.seed) * 7919 + seed)

@@ -9,26 +9,14 @@ with ``--set num_parts=4``. ``celeba_aligned`` asks for K=10.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
-from segbench.protocols.landmark_eval import landmark_error
+from segbench.protocols.landmark_eval import LANDMARK_METRIC, LandmarkProtocol
 from segbench.protocols.metrics.landmarks import REGRESSION_VARIANTS
-from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.spec import ProtocolSpec
 
-LANDMARK_METRIC = MetricSpec("landmark_err_{regression}_pct", False, "test", "%",
-                             "landmark regression error / inter-ocular distance, mean over landmarks then images")
 CELEBA_SPLITS = {"fit": "train", "regression_fit": "regression_fit", "test": "test"}
 
 
-class _CelebALandmarks(Protocol):
-    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
-                 progress: bool = True) -> list[dict[str, Any]]:
-        variant = self.options["regression"]
-        error, n_test = landmark_error(method, splits, variant, batch_size=batch_size, progress=progress)
-        return [{"metric": f"landmark_err_{variant}_pct", "split": "test", "value": error, "n_eval": n_test}]
-
-
-class CelebAWildProtocol(_CelebALandmarks):
+class CelebAWildProtocol(LandmarkProtocol):
     spec = ProtocolSpec(
         name="celeba_wild",
         version="1",
@@ -43,7 +31,7 @@ class CelebAWildProtocol(_CelebALandmarks):
     )
 
 
-class CelebAAlignedProtocol(_CelebALandmarks):
+class CelebAAlignedProtocol(LandmarkProtocol):
     spec = ProtocolSpec(
         name="celeba_aligned",
         version="1",

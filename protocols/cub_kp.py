@@ -10,35 +10,23 @@ Protocol as implemented (GANSeg released no code for it; choices recorded here):
   intercept (GANSeg's solver, ``no_intercept``), applied to the ``test`` images where it is visible.
 - Error: L2 distance / image edge (128), averaged over the test images per landmark, then over the
   landmarks; in percent. Metric ``kp_err_edge_pct``.
-Per batch only the features, landmarks and visibility flags are kept.
+Per batch only the features, landmarks and visibility flags are kept. The metric is a mean over
+landmarks, not over images, so it has no per-image values.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
-
-from segbench.protocols.evaluation import for_each_batch
-from segbench.protocols.metrics.landmarks import features_for_variant, per_landmark_regression_error
+from segbench.protocols.evaluation import collect_rows
+from segbench.protocols.landmark_eval import landmark_rows
+from segbench.protocols.metrics.landmarks import per_landmark_regression_error
 from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 CUB_KP_REGRESSION = "no_intercept"  # GANSeg's landmark solver (REFERENCE 1.2)
 
 
-class KeypointRows:
-    """Per-image regression features, landmarks, visibility and reference length, batch by batch."""
-
-    def __init__(self) -> None:
-        self.chunks: dict[str, list[np.ndarray]] = {"features": [], "landmarks": [], "visible": [], "ref": []}
-
-    def update(self, batch: Mapping[str, Any], probs: np.ndarray) -> None:
-        self.chunks["features"].append(features_for_variant(probs, CUB_KP_REGRESSION))
-        self.chunks["landmarks"].append(np.asarray(batch["landmarks"]))
-        self.chunks["visible"].append(np.asarray(batch["landmark_visible"]))
-        self.chunks["ref"].append(np.asarray(batch["ref_length"]))
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        return np.concatenate(self.chunks[key])
+def _rows(batch: dict[str, Any], probs: Any) -> dict[str, Any]:
+    return landmark_rows(batch, probs, CUB_KP_REGRESSION)
 
 
 class CubKeypointProtocol(Protocol):
@@ -52,15 +40,16 @@ class CubKeypointProtocol(Protocol):
         needs=frozenset({"parts"}),
         num_parts=8,  # the K = 8 CUB model of Tab.2 (Sec. 4.4 does not restate K)
         metrics=(MetricSpec("kp_err_edge_pct", False, "test", "%",
-                            "per-landmark regression on visible points, L2 error / image edge, mean over landmarks"),),
+                            "per-landmark regression on visible points, L2 error / image edge, mean over landmarks",
+                            key="kp_err"),),
         dataset_options={"augment": "ganseg", "annotations": "keypoints"},
     )
 
-    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
-                 progress: bool = True) -> list[dict[str, Any]]:
-        fit, test = KeypointRows(), KeypointRows()
-        for_each_batch(method, splits["regression_fit"], batch_size, progress, "regression_fit", fit.update)
-        n_test = for_each_batch(method, splits["test"], batch_size, progress, "test", test.update)
+    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
+                 device: Any = "cpu") -> dict[str, float]:
+        fit = collect_rows(method, splits["regression_fit"], _rows, batch_size=batch_size, progress=progress,
+                           desc="regression_fit")
+        test = collect_rows(method, splits["test"], _rows, batch_size=batch_size, progress=progress, desc="test")
         error = per_landmark_regression_error(fit["features"], fit["landmarks"], fit["visible"], test["features"],
                                               test["landmarks"], test["visible"], test["ref"], CUB_KP_REGRESSION)
-        return [{"metric": "kp_err_edge_pct", "split": splits["test"].name, "value": error, "n_eval": n_test}]
+        return {"kp_err": error}

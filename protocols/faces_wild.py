@@ -6,14 +6,12 @@ trains on CelebA and fits the regressor on MAFL training; no test identity is se
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
-from segbench.protocols.landmark_eval import landmark_error
+from segbench.protocols.landmark_eval import LANDMARK_METRIC, LandmarkProtocol
 from segbench.protocols.metrics.landmarks import REGRESSION_VARIANTS
-from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.spec import ProtocolSpec
 
 
-class FacesWildProtocol(Protocol):
+class FacesWildProtocol(LandmarkProtocol):
     spec = ProtocolSpec(
         name="faces_wild",
         version="1",
@@ -23,13 +21,6 @@ class FacesWildProtocol(Protocol):
         image_size=128,
         needs=frozenset({"parts"}),
         num_parts=8,
-        metrics=(MetricSpec("landmark_err_{regression}_pct", False, "test", "%",
-                            "landmark regression error / inter-ocular distance, mean over landmarks then images"),),
+        metrics=(LANDMARK_METRIC,),
         options={"regression": REGRESSION_VARIANTS},
     )
-
-    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
-                 progress: bool = True) -> list[dict[str, Any]]:
-        variant = self.options["regression"]
-        error, n_test = landmark_error(method, splits, variant, batch_size=batch_size, progress=progress)
-        return [{"metric": f"landmark_err_{variant}_pct", "split": "test", "value": error, "n_eval": n_test}]

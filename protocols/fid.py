@@ -6,7 +6,8 @@ and numbers with different counts are not comparable. ``--limit`` caps only the 
 dataset, split, resolution, a content fingerprint of the split and the feature network
 (:func:`protocols.metrics.fid.cached_real_statistics`), so re-scoring a run re-extracts only the
 generated side. Features: torch-fidelity's InceptionV3 with the offline TF-Inception weights
-(:mod:`protocols.inception`); nothing is downloaded.
+(:mod:`segbench.feature_nets`), on the ``device`` ``evaluate`` is given; nothing is downloaded.
+FID is a distance between two feature distributions, so it has no per-image values.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from segbench import feature_nets
 from segbench.datasets.base import Split
 from segbench.datasets.paths import cache_dir
+from segbench.protocols.evaluation import batch_ranges
 from segbench.protocols.metrics.fid import FeatureStatsAccumulator, cached_real_statistics, content_hash, \
-    fid_metric_name, frechet_distance
+    frechet_distance
 from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 # Generated-image seeds start here so they never coincide with training seeds 0, 1, 2, ...
@@ -42,47 +44,45 @@ def split_fingerprint(split: Split) -> str:
     return content_hash([split.image(i) for i in range(len(split))])
 
 
-def real_statistics(split: Split, dataset_name: str, image_size: int, *, batch_size: int,
-                    progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    from segbench.protocols.inception import inception_features
-
+def real_statistics(split: Split, dataset_name: str, image_size: int, *, batch_size: int, progress: bool,
+                    device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
     def compute() -> tuple[np.ndarray, np.ndarray]:
         acc = FeatureStatsAccumulator()
-        for start in tqdm(range(0, len(split), batch_size), desc=f"real {dataset_name}/{split.name}",
-                          unit="batch", disable=not progress, leave=False):
-            stop = min(start + batch_size, len(split))
-            images = np.stack([split.image(i) for i in range(start, stop)])  # uint8 [B,H,W,3]
-            acc.update(inception_features(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()))
+        for indices in batch_ranges(len(split), batch_size, progress=progress,
+                                    desc=f"real {dataset_name}/{split.name}"):
+            images = np.stack([split.image(i) for i in indices])  # uint8 [B,H,W,3]
+            acc.update(feature_nets.inception_features(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                                                       device=device))
         return acc.statistics()
 
+    # The device is not part of the cache key: features agree across devices to float tolerance.
     return cached_real_statistics(cache_dir() / "fid_stats", dataset_name, f"{split.name}-n{len(split)}",
                                   image_size, split_fingerprint(split), compute)
 
 
-def generated_statistics(method: Any, n: int, *, batch_size: int,
-                         progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    from segbench.protocols.inception import inception_features
-
+def generated_statistics(method: Any, n: int, *, batch_size: int, progress: bool,
+                         device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
     acc = FeatureStatsAccumulator()
-    for chunk, start in enumerate(tqdm(range(0, n, batch_size), desc="generated", unit="batch",
-                                       disable=not progress, leave=False)):
-        count = min(batch_size, n - start)
-        acc.update(inception_features(method.sample(count, seed=SAMPLE_SEED_BASE + chunk)))
+    for chunk, indices in enumerate(batch_ranges(n, batch_size, progress=progress, desc="generated")):
+        acc.update(feature_nets.inception_features(method.sample(len(indices), seed=SAMPLE_SEED_BASE + chunk),
+                                                   device=device))
     return acc.statistics()
 
 
 class FidProtocol(Protocol):
     """Subclasses set ``spec`` with a ``reference`` split role and the ``n_generated`` option."""
 
-    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
-                 progress: bool = True) -> list[dict[str, Any]]:
+    def n_eval(self, splits: Mapping[str, Any]) -> int:
+        return parse_count(self.options["n_generated"])  # the generated side; --limit caps only the real one
+
+    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
+                 device: Any = "cpu") -> dict[str, float]:
         reference = splits["reference"]
-        n_generated = parse_count(self.options["n_generated"])
         mu_real, sigma_real = real_statistics(reference, self.spec.dataset, self.spec.image_size,
-                                              batch_size=batch_size, progress=progress)
-        mu_gen, sigma_gen = generated_statistics(method, n_generated, batch_size=batch_size, progress=progress)
-        return [{"metric": fid_metric_name(n_generated), "split": reference.name,
-                 "value": frechet_distance(mu_gen, sigma_gen, mu_real, sigma_real), "n_eval": n_generated}]
+                                              batch_size=batch_size, progress=progress, device=device)
+        mu_gen, sigma_gen = generated_statistics(method, self.n_eval(splits), batch_size=batch_size,
+                                                 progress=progress, device=device)
+        return {"fid": frechet_distance(mu_gen, sigma_gen, mu_real, sigma_real)}
 
 
 class CubPhotosFid(FidProtocol):
@@ -96,7 +96,7 @@ class CubPhotosFid(FidProtocol):
         needs=frozenset({"samples"}),
         num_parts=1,
         metrics=(MetricSpec("fid{n_generated}", False, "all", "",
-                            "FID of n generated images vs the 5,902 real CUB photos (the name says n)"),),
+                            "FID of n generated images vs the 5,902 real CUB photos (the name says n)", key="fid"),),
         options={"n_generated": N_GENERATED_CHOICES},
         smoke_options={"n_generated": "100"},
     )
@@ -109,7 +109,7 @@ def _training_set_fid(name: str, dataset: str, table: str, num_parts: int = 8) -
         splits={"fit": "train", "reference": "train"}, image_size=128, needs=frozenset({"samples"}),
         num_parts=num_parts,
         metrics=(MetricSpec("fid{n_generated}", False, "train", "",
-                            "FID of n generated images vs the GAN-training images (the name says n)"),),
+                            "FID of n generated images vs the GAN-training images (the name says n)", key="fid"),),
         options={"n_generated": ("50k",) + tuple(c for c in N_GENERATED_CHOICES if c != "50k")},
         smoke_options={"n_generated": "100"},
     )

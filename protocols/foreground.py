@@ -22,56 +22,52 @@ centre-cropped full-resolution mask; accuracy of fg prob > 0.5 and the max over 
 of the per-image F-beta (beta^2 = 0.3) averaged over images (``protocols.metrics.saliency``).
 
 Only per-image IoUs and running saliency sums are kept across batches, never probability maps.
+Per-image values come with ``fg_iou_ganseg`` / ``fg_iou_melas`` and ``saliency_accuracy`` (plain means
+over images); ``fg_iou_redo`` (mean of batch means) and ``saliency_max_fbeta`` (a max over thresholds
+after averaging) have none.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from segbench.protocols.metrics.iou import IOU_SIZE, IOU_VARIANTS, fg_iou_ganseg, fg_iou_melas, fg_iou_redo, \
-    gt_mask_for_variant, prepare_image, summarise_fg_iou
+from segbench.protocols.evaluation import batch_ranges, image_ids
+from segbench.protocols.metrics.iou import IOU_SIZE, IOU_VARIANTS, PLAIN_MEAN_VARIANTS, fg_iou, gt_mask_for_variant, \
+    prepare_image, summarise_fg_iou
 from segbench.protocols.metrics.saliency import SaliencyAccumulator, foreground_on_grids
-from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.spec import MetricSpec, MetricValue, PerImage, Protocol, ProtocolSpec
 
 FG_NUM_PARTS = 8  # GANSeg Tab.2: "We use K = 8"
-FG_IOU_METRIC = MetricSpec("fg_iou_{iou}", True, "test", "", "foreground IoU (argmax not background), variant in name")
+FG_IOU_METRIC = MetricSpec("fg_iou_{iou}", True, "test", "", "foreground IoU (argmax not background), variant in name",
+                           key="fg_iou")
 SALIENCY_VIEW = "melas"
 FG_METRICS = (
     FG_IOU_METRIC,
-    MetricSpec("saliency_accuracy", True, "test", "", "melas view: pixel accuracy at fg prob > 0.5, mean over images"),
+    MetricSpec("saliency_accuracy", True, "test", "", "melas view: pixel accuracy at fg prob > 0.5, mean over images",
+               key="accuracy"),
     MetricSpec("saliency_max_fbeta", True, "test", "",
-               "melas view: max over t=k/255 (k=1..254) of the per-image F(beta^2=0.3) averaged over images"),
+               "melas view: max over t=k/255 (k=1..254) of the per-image F(beta^2=0.3) averaged over images",
+               key="max_fbeta"),
 )
 
 
-def iou_batches(split: Any, variant: str, batch_size: int, progress: bool = False,
-                desc: str = "test") -> Iterator[tuple[torch.Tensor, list[np.ndarray], dict[str, Any] | None]]:
-    """(images [B, 3, S, S] the method must segment, GT masks for the variant's metric function,
-    the ``split.batches`` batch for ganseg or None) over ``split`` in index order."""
-    total = (len(split) + batch_size - 1) // batch_size
-    if variant == "ganseg":
-        for batch in tqdm(split.batches(batch_size), total=total, desc=desc, unit="batch", disable=not progress,
-                          leave=False):
-            yield batch["images"], list(batch["fg_mask"]), batch
-        return
-    size = split.image(0).shape[0] if len(split) else IOU_SIZE
-    for start in tqdm(range(0, len(split), batch_size), total=total, desc=desc, unit="batch", disable=not progress,
-                      leave=False):
-        indices = range(start, min(start + batch_size, len(split)))
-        images = torch.stack([prepare_image(split.full_image(i), variant, size) for i in indices])
-        yield images, [split.full_fg_mask(i) for i in indices], None
+def fg_iou_value(variant: str, per_image: np.ndarray, ids: Sequence[str]) -> MetricValue:
+    """The reported IoU of ``variant``, with its per-image values when it is their plain mean."""
+    value = summarise_fg_iou(variant, per_image)
+    return PerImage(value, ids, per_image) if variant in PLAIN_MEAN_VARIANTS else value
 
 
-def per_image_iou(variant: str, part_probs: torch.Tensor, gt_masks: list[np.ndarray]) -> np.ndarray:
-    size = part_probs.shape[-1]
+def iou_view(split: Any, variant: str, indices: range, size: int) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """(images [B, 3, S, S] the method must segment, GT masks as ``fg_iou`` takes them for the
+    variant) of the items ``indices``: ganseg the split's own images and ``fg_mask``, the other
+    variants views of ``full_image`` and the full-resolution ``full_fg_mask``."""
     if variant == "ganseg":
-        return fg_iou_ganseg(part_probs, gt_masks, size)
-    if variant == "redo":
-        return fg_iou_redo(part_probs, gt_masks, size)
-    return fg_iou_melas(part_probs, gt_masks)
+        batch = split.batch(indices)
+        return batch["images"], list(batch["fg_mask"])
+    images = torch.stack([prepare_image(split.full_image(i), variant, size) for i in indices])
+    return images, [split.full_fg_mask(i) for i in indices]
 
 
 def _add_saliency(accumulator: SaliencyAccumulator, part_probs: torch.Tensor, full_masks: list[np.ndarray]) -> None:
@@ -80,30 +76,32 @@ def _add_saliency(accumulator: SaliencyAccumulator, part_probs: torch.Tensor, fu
 
 
 def foreground_scores(method: Any, split: Any, variant: str, *, batch_size: int,
-                      progress: bool) -> tuple[float, dict[str, float], int]:
-    """(reported IoU in ``variant``, saliency scores on the melas view, number of images)."""
-    saliency = SaliencyAccumulator()
-    ious = []
-    for images, masks, _ in iou_batches(split, variant, batch_size, progress):
+                      progress: bool) -> tuple[np.ndarray, SaliencyAccumulator]:
+    """(per-image IoUs in ``variant``, the saliency scores on the melas view) over ``split``."""
+    size = split.image(0).shape[0] if len(split) else IOU_SIZE
+    saliency, ious = SaliencyAccumulator(), []
+    for indices in batch_ranges(len(split), batch_size, progress=progress, desc="test"):
+        images, masks = iou_view(split, variant, indices, size)
         probs = method.predict(images).part_probs
-        ious.append(per_image_iou(variant, probs, masks))
+        ious.append(fg_iou(variant, probs, masks))
         if variant == SALIENCY_VIEW:  # same view and full-resolution masks: no second pass
             _add_saliency(saliency, probs, masks)
     if variant != SALIENCY_VIEW:
-        for images, masks, _ in iou_batches(split, SALIENCY_VIEW, batch_size, progress, desc="saliency"):
+        for indices in batch_ranges(len(split), batch_size, progress=progress, desc="saliency"):
+            images, masks = iou_view(split, SALIENCY_VIEW, indices, size)
             _add_saliency(saliency, method.predict(images).part_probs, masks)
-    values = np.concatenate(ious) if ious else np.zeros(0)
-    return summarise_fg_iou(variant, values), saliency.compute(), len(values)
+    return (np.concatenate(ious) if ious else np.zeros(0)), saliency
 
 
 class _ForegroundProtocol(Protocol):
-    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
-                 progress: bool = True) -> list[dict[str, Any]]:
+    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
+                 device: Any = "cpu") -> dict[str, MetricValue]:
         variant, split = self.options["iou"], splits["test"]
-        iou, saliency, n = foreground_scores(method, split, variant, batch_size=batch_size, progress=progress)
-        return [{"metric": f"fg_iou_{variant}", "split": split.name, "value": iou, "n_eval": n},
-                {"metric": "saliency_accuracy", "split": split.name, "value": saliency["accuracy"], "n_eval": n},
-                {"metric": "saliency_max_fbeta", "split": split.name, "value": saliency["max_fbeta"], "n_eval": n}]
+        ious, saliency = foreground_scores(method, split, variant, batch_size=batch_size, progress=progress)
+        scores, ids = saliency.compute(), image_ids(split)
+        return {"fg_iou": fg_iou_value(variant, ious, ids),
+                "accuracy": PerImage(scores["accuracy"], ids, saliency.per_image()["accuracy"]),
+                "max_fbeta": scores["max_fbeta"]}
 
 
 class CubForegroundProtocol(_ForegroundProtocol):

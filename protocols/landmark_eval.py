@@ -2,51 +2,60 @@
 probabilities on ``regression_fit`` and ``test`` -> regression features per image -> one joint
 linear map -> normalised error. Only per-image features and landmarks are kept, never the
 probability maps. Needs the annotations ``landmarks``, ``landmark_visible`` and ``ref_length``.
+
+``LandmarkProtocol`` is the whole protocol for the face sets (wild / aligned CelebA, faces_wild):
+one metric, the error in the variant of option ``regression``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-from segbench.protocols.evaluation import for_each_batch
-from segbench.protocols.metrics.landmarks import features_for_variant, landmark_regression_error
+from segbench.protocols.evaluation import RowsOf, collect_rows, image_ids
+from segbench.protocols.metrics.accumulate import RowAccumulator
+from segbench.protocols.metrics.landmarks import features_for_variant, landmark_regression_errors
+from segbench.protocols.spec import MetricSpec, PerImage, Protocol
 
-TestBatchHook = Callable[[dict[str, Any], np.ndarray], None]
+LANDMARK_METRIC = MetricSpec("landmark_err_{regression}_pct", False, "test", "%",
+                             "landmark regression error / inter-ocular distance, mean over landmarks then images",
+                             key="landmark_err")
 
 
-class LandmarkFeatures:
-    """Accumulates (features, landmarks, visibility, reference length) batch by batch."""
-
-    def __init__(self, variant: str) -> None:
-        self.variant = variant
-        self.parts: dict[str, list[np.ndarray]] = {"features": [], "landmarks": [], "visible": [], "ref": []}
-
-    def update(self, batch: Mapping[str, Any], probs: np.ndarray) -> None:
-        self.parts["features"].append(features_for_variant(probs, self.variant))
-        self.parts["landmarks"].append(np.asarray(batch["landmarks"]))
-        self.parts["visible"].append(np.asarray(batch["landmark_visible"]))
-        self.parts["ref"].append(np.asarray(batch["ref_length"]))
-
-    def array(self, key: str) -> np.ndarray:
-        return np.concatenate(self.parts[key])
+def landmark_rows(batch: Mapping[str, Any], probs: np.ndarray, variant: str) -> dict[str, np.ndarray]:
+    """Per image: regression features in ``variant``, landmarks, visibility and reference length."""
+    return {"features": features_for_variant(probs, variant), "landmarks": np.asarray(batch["landmarks"]),
+            "visible": np.asarray(batch["landmark_visible"]), "ref": np.asarray(batch["ref_length"])}
 
 
 def landmark_error(method: Any, splits: Mapping[str, Any], variant: str, *, batch_size: int, progress: bool,
-                   on_test_batch: TestBatchHook | None = None) -> tuple[float, int]:
-    """(error in percent, number of test images). ``on_test_batch`` lets a protocol score other
-    metrics in the same pass over the test images."""
-    fit, test = LandmarkFeatures(variant), LandmarkFeatures(variant)
-    for_each_batch(method, splits["regression_fit"], batch_size, progress, "regression_fit", fit.update)
+                   test_rows: RowsOf | None = None) -> tuple[PerImage, RowAccumulator]:
+    """(the error in percent with its per-image values, the test rows). ``test_rows(batch, probs)``
+    adds columns to the test rows, so a protocol scores other metrics in the same pass."""
+    def fit_rows(batch: dict[str, Any], probs: np.ndarray) -> dict[str, np.ndarray]:
+        return landmark_rows(batch, probs, variant)
 
-    def update_test(batch: dict[str, Any], probs: np.ndarray) -> None:
-        test.update(batch, probs)
-        if on_test_batch is not None:
-            on_test_batch(batch, probs)
+    def all_test_rows(batch: dict[str, Any], probs: np.ndarray) -> dict[str, Any]:
+        return {**landmark_rows(batch, probs, variant), **(test_rows(batch, probs) if test_rows else {})}
 
-    n_test = for_each_batch(method, splits["test"], batch_size, progress, "test", update_test)
-    error = landmark_regression_error(
-        fit.array("features"), fit.array("landmarks"), test.array("features"), test.array("landmarks"),
-        test.array("ref"), variant, test_visible=test.array("visible"),
-        image_size=splits["test"].image(0).shape[:2])
-    return error, n_test
+    fit = collect_rows(method, splits["regression_fit"], fit_rows, batch_size=batch_size, progress=progress,
+                       desc="regression_fit")
+    test = collect_rows(method, splits["test"], all_test_rows, batch_size=batch_size, progress=progress, desc="test")
+    errors = landmark_regression_errors(fit["features"], fit["landmarks"], test["features"], test["landmarks"],
+                                        test["ref"], variant, test_visible=test["visible"],
+                                        image_size=splits["test"].image(0).shape[:2])
+    # The value as landmark_regression_error computes it; images without a visible landmark have
+    # no error (NaN) and are left out of the mean, so also of the per-image values.
+    defined = np.flatnonzero(np.isfinite(errors))
+    value = PerImage(float(np.nanmean(errors) * 100.0), image_ids(splits["test"], defined), errors[defined] * 100.0)
+    return value, test
+
+
+class LandmarkProtocol(Protocol):
+    """Subclasses set ``spec`` with ``LANDMARK_METRIC`` and the ``regression`` option."""
+
+    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
+                 device: Any = "cpu") -> dict[str, PerImage]:
+        error, _ = landmark_error(method, splits, self.options["regression"], batch_size=batch_size,
+                                  progress=progress)
+        return {"landmark_err": error}

@@ -9,6 +9,8 @@ evaluates DUTS / ECSSD / DUT-OMRON) and foreground IoU on the 850 PASCAL-S image
   of the per-image F-beta averaged over images, and F-beta at 0.5 averaged likewise.
 - Foreground IoU in the variant of option ``iou`` (ganseg default, redo, melas), each with its
   own view of the image (``protocols.metrics.iou``).
+- Per-image values: for accuracy, IoU, F-beta at 0.5 (not with ``average=mean_pr``, whose F comes
+  from averaged precision and recall) and the ganseg / melas IoU; max F-beta has none.
 
 Options that restore this protocol's version 1 (they rename the saliency metrics, so a number
 always says how it was computed): ``view=crop`` shows the method the CUB/Flowers ``melas`` view
@@ -28,12 +30,13 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from segbench.protocols.metrics.iou import FG_IOU_FUNCTIONS, IOU_SIZE, IOU_VARIANTS, binary_gt, gt_mask_for_variant, \
-    prepare_image, prepare_uncropped_image, summarise_fg_iou
+from segbench.protocols.evaluation import batch_ranges, image_ids
+from segbench.protocols.foreground import fg_iou_value
+from segbench.protocols.metrics.iou import IOU_SIZE, IOU_VARIANTS, binary_gt, fg_iou, gt_mask_for_variant, \
+    prepare_image, prepare_uncropped_image
 from segbench.protocols.metrics.saliency import AVERAGES, SaliencyAccumulator, foreground_on_grids
-from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.spec import MetricSpec, MetricValue, PerImage, Protocol, ProtocolSpec
 
 # "saliency": the released code's view for its saliency sets (crop False); "crop": the melas view.
 SALIENCY_VIEWS = ("saliency", "crop")
@@ -108,25 +111,26 @@ class PascalSProtocol(Protocol):
         needs=frozenset({"parts"}),
         num_parts=1,
         metrics=(
-            MetricSpec("saliency_accuracy", True, "all", "", "pixel accuracy at fg prob > 0.5, mean over images"),
-            MetricSpec("saliency_iou", True, "all", "", "IoU at fg prob > 0.5 per image, mean over images"),
+            MetricSpec("saliency_accuracy", True, "all", "", "pixel accuracy at fg prob > 0.5, mean over images",
+                       key="accuracy"),
+            MetricSpec("saliency_iou", True, "all", "", "IoU at fg prob > 0.5 per image, mean over images", key="iou"),
             MetricSpec("saliency_max_fbeta", True, "all", "",
-                       "max over t=k/255 (k=1..254) of the per-image F(beta^2=0.3) averaged over images"),
+                       "max over t=k/255 (k=1..254) of the per-image F(beta^2=0.3) averaged over images",
+                       key="max_fbeta"),
             MetricSpec("saliency_fbeta_at_0.5", True, "all", "",
-                       "per-image F(beta^2=0.3) at fg prob > 0.5 averaged over images"),
-            MetricSpec("fg_iou_{iou}", True, "all", "", "foreground IoU, reference variant in the name"),
+                       "per-image F(beta^2=0.3) at fg prob > 0.5 averaged over images", key="fbeta_at_0.5"),
+            MetricSpec("fg_iou_{iou}", True, "all", "", "foreground IoU, reference variant in the name",
+                       key="fg_iou"),
         ),
         options={"iou": IOU_VARIANTS, "view": SALIENCY_VIEWS, "average": AVERAGES},
     )
 
-    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
-                 progress: bool = True) -> list[dict[str, Any]]:
+    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
+                 device: Any = "cpu") -> dict[str, MetricValue]:
         split, variant, view = splits["test"], self.options["iou"], self.options["view"]
         saliency = SaliencyAccumulator(average=self.options["average"])
         ious: list[np.ndarray] = []
-        for start in tqdm(range(0, len(split), batch_size), desc="test", unit="batch", disable=not progress,
-                          leave=False):
-            indices = range(start, min(start + batch_size, len(split)))
+        for indices in batch_ranges(len(split), batch_size, progress=progress, desc="test"):
             images = [split.full_image(i) for i in indices]
             masks = [split.annotation(i)["fg_mask_full"] for i in indices]
             probs = score_saliency(method, saliency, images, masks, view)
@@ -135,10 +139,9 @@ class PascalSProtocol(Protocol):
                                                     for image in images])).part_probs
             else:
                 probs = torch.stack(probs)
-            ious.append(FG_IOU_FUNCTIONS[variant](probs, masks))
-        scores = saliency.compute()
-        n = len(split)
-        rows = [{"metric": saliency_metric_name(score, self.options), "split": split.name, "value": scores[score],
-                 "n_eval": n} for score in SALIENCY_SCORES]
-        return rows + [{"metric": f"fg_iou_{variant}", "split": split.name,
-                        "value": summarise_fg_iou(variant, np.concatenate(ious)), "n_eval": n}]
+            ious.append(fg_iou(variant, probs, masks))
+        scores, per_image, ids = saliency.compute(), saliency.per_image(), image_ids(split)
+        out: dict[str, MetricValue] = {score: PerImage(scores[score], ids, per_image[score]) if score in per_image
+                                       else scores[score] for score in SALIENCY_SCORES}
+        out["fg_iou"] = fg_iou_value(variant, np.concatenate(ious), ids)
+        return out

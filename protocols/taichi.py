@@ -11,7 +11,8 @@
   test mask resized to 128 then > 0.5 (GANSeg truncates instead, see ``datasets.taichi``); mean of
   per-image IoUs.
 Both metrics come from one pass over the test frames; only per-image features, keypoints and IoUs
-are kept.
+are kept. The IoU comes with its per-image values; the MAE, a sum of per-target means over
+different subsets of frames, does not.
 """
 from __future__ import annotations
 
@@ -19,26 +20,21 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from segbench.protocols.evaluation import for_each_batch
+from segbench.protocols.evaluation import collect_rows, image_ids
 from segbench.protocols.metrics.centres import part_centres
-from segbench.protocols.metrics.iou import fg_iou_ganseg, summarise_fg_iou
+from segbench.protocols.metrics.iou import fg_iou, summarise_fg_iou
 from segbench.protocols.metrics.taichi import taichi_mae
-from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.spec import MetricSpec, MetricValue, PerImage, Protocol, ProtocolSpec
 
 
-class TaichiRows:
-    """Per-frame features (flattened part centres), keypoints at 256 px and, when asked, IoUs."""
+def frame_rows(batch: Mapping[str, Any], probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Per frame: flattened part centres (pixels at 128) and the keypoints at 256 px."""
+    return {"features": part_centres(probs).reshape(len(probs), -1),
+            "keypoints": np.asarray(batch["keypoints_256"], np.float64)}
 
-    def __init__(self, with_iou: bool = False) -> None:
-        self.features: list[np.ndarray] = []
-        self.keypoints: list[np.ndarray] = []
-        self.ious: list[np.ndarray] | None = [] if with_iou else None
 
-    def update(self, batch: Mapping[str, Any], probs: np.ndarray) -> None:
-        self.features.append(part_centres(probs).reshape(len(probs), -1))
-        self.keypoints.append(np.asarray(batch["keypoints_256"], np.float64))
-        if self.ious is not None:
-            self.ious.append(fg_iou_ganseg(probs, list(batch["fg_mask"]), probs.shape[-1]))
+def scored_frame_rows(batch: Mapping[str, Any], probs: np.ndarray) -> dict[str, np.ndarray]:
+    return {**frame_rows(batch, probs), "iou": fg_iou("ganseg", probs, list(batch["fg_mask"]))}
 
 
 class TaichiProtocol(Protocol):
@@ -53,20 +49,19 @@ class TaichiProtocol(Protocol):
         num_parts=10,
         metrics=(
             MetricSpec("taichi_mae_sum36", False, "test", "px at 256",
-                       "sum over 18 keypoints x 2 axes of the test MAE of per-target OLS (with intercept)"),
-            MetricSpec("fg_iou_ganseg", True, "test", "", "foreground IoU on the 300 test masks (> 0.5), mean"),
+                       "sum over 18 keypoints x 2 axes of the test MAE of per-target OLS (with intercept)", key="mae"),
+            MetricSpec("fg_iou_ganseg", True, "test", "", "foreground IoU on the 300 test masks (> 0.5), mean",
+                       key="fg_iou"),
         ),
         dataset_options={"augment": "ganseg"},
     )
 
-    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32,
-                 progress: bool = True) -> list[dict[str, Any]]:
-        fit, test = TaichiRows(), TaichiRows(with_iou=True)
-        for_each_batch(method, splits["regression_fit"], batch_size, progress, "regression_fit", fit.update)
-        n_test = for_each_batch(method, splits["test"], batch_size, progress, "test", test.update)
-        mae = taichi_mae(np.concatenate(fit.features), np.concatenate(fit.keypoints),
-                         np.concatenate(test.features), np.concatenate(test.keypoints))
-        iou = summarise_fg_iou("ganseg", np.concatenate(test.ious))
-        name = splits["test"].name
-        return [{"metric": "taichi_mae_sum36", "split": name, "value": mae, "n_eval": n_test},
-                {"metric": "fg_iou_ganseg", "split": name, "value": iou, "n_eval": n_test}]
+    def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
+                 device: Any = "cpu") -> dict[str, MetricValue]:
+        fit = collect_rows(method, splits["regression_fit"], frame_rows, batch_size=batch_size, progress=progress,
+                           desc="regression_fit")
+        test = collect_rows(method, splits["test"], scored_frame_rows, batch_size=batch_size, progress=progress,
+                            desc="test")
+        ious = test["iou"]
+        return {"mae": taichi_mae(fit["features"], fit["keypoints"], test["features"], test["keypoints"]),
+                "fg_iou": PerImage(summarise_fg_iou("ganseg", ious), image_ids(splits["test"]), ious)}

@@ -25,7 +25,7 @@ def root(tmp_path):
 
 # The fixture's split sizes differ from the documented ones: the warning is expected (and
 # checked where it matters with pytest.warns).
-pytestmark = pytest.mark.filterwarnings("ignore::datasets.realformat.CountMismatchWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::segbench.datasets.realformat.CountMismatchWarning")
 
 
 # ---------------------------------------------------------------- rules

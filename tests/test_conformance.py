@@ -1,101 +1,53 @@
 """One conformance suite over every registered method and protocol (the benchopt habit).
 
-A new plugin must pass this file unchanged.
+The method half is the shipped suite, ``segbench.benchmark.check_plugin`` (what
+``python -m benchmark check-plugin NAME`` runs), over every registered method: config and
+presets, fit at preset smoke, valid predictions, scoring through ``synthetic_parts``, batch
+invariance, seed determinism, save/load, no labels reachable from the fit images, samples. A new
+plugin must pass this file unchanged.
 """
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
 
-from segbench.methods.context import FitContext
-
+from segbench.benchmark.check_plugin import CHECKS, FAIL, PluginHarness, find_label_path, run_check
 from segbench.benchmark.errors import DataNotFoundError
 from segbench.benchmark.runner import RunRequest, resolve, score
 from segbench.datasets import DATASETS
 from segbench.datasets.base import FitImages
 from segbench.methods import METHODS
-from segbench.methods.base import PARTS, SAMPLES, Method, PredictionError
+from segbench.methods.base import PARTS, SAMPLES, PredictionError
+from segbench.methods.common.runtime import torch_threads
+from segbench.methods.context import FitContext
 from segbench.protocols import PROTOCOLS
 from segbench.protocols.spec import Protocol
 
 IMAGE_SIZE = 32
 
 
-@pytest.fixture(scope="module")
-def tiny_data():
+@pytest.fixture(scope="module", params=METHODS.names())
+def harness(request, tmp_path_factory):
+    """One method under the shipped suite; its fits (seed 0 twice, seed 1 once) are made once per
+    test run and shared by every check (``PluginHarness`` caches them)."""
+    name = request.param
+    return PluginHarness(METHODS.get(name), name, tmp_path_factory.mktemp(f"check_{name}"))
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_method_passes_check(harness, check):
+    with torch_threads(1):  # tiny networks: one thread beats two contended ones
+        result = run_check(harness, check)
+    assert result.status != FAIL, f"{harness.name}: {result.line()}"
+
+
+def test_fit_images_carry_images_only():
     data = DATASETS.get("synthetic_parts")(image_size=IMAGE_SIZE, n_train=16, n_regression_fit=8, n_test=8)
-    split = data.split("train")
-    images = torch.stack([split.fit_images()[i] for i in range(4)])
-    return split.fit_images(), images
-
-
-def _fitted(name, tiny_data, tmp_path, num_parts=3):
-    cls = METHODS.get(name)
-    overrides = {} if cls.fixed_num_parts is not None else {"num_parts": num_parts}
-    method = cls(cls.config_for("smoke", overrides))
-    method.fit(tiny_data[0], FitContext(seed=0, run_dir=tmp_path / "work", progress=False))
-    return method
-
-
-@pytest.mark.parametrize("name", METHODS.names())
-def test_method_declares_config_presets_and_outputs(name):
-    cls = METHODS.get(name)
-    assert issubclass(cls, Method)
-    assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen
-    assert "num_parts" in {f.name for f in dataclasses.fields(cls.Config)}
-    assert cls.config_for("paper") == cls.Config(), "defaults must be the paper's values"
-    for preset in ("quick", "smoke"):
-        assert isinstance(cls.config_for(preset), cls.Config)
-    assert cls.produces and cls.produces <= {PARTS, SAMPLES}
-
-
-@pytest.mark.parametrize("name", METHODS.names())
-def test_method_predicts_valid_probabilities(name, tiny_data, tmp_path):
-    method = _fitted(name, tiny_data, tmp_path)
-    if PARTS not in method.produces:
-        pytest.skip(f"{name} produces no parts")
-    images = tiny_data[1]
-    probs = method.predict(images).part_probs
-    assert probs.shape == (4, method.num_parts + 1, IMAGE_SIZE, IMAGE_SIZE)
-    assert torch.allclose(probs.sum(1), torch.ones(4, IMAGE_SIZE, IMAGE_SIZE), atol=1e-4)
-    assert probs.min() >= 0 and probs.max() <= 1
-    with pytest.raises(ValueError):
-        method.predict((images * 255).to(torch.uint8))
-    with pytest.raises(ValueError):
-        method.predict(images[:, :2])
-
-
-@pytest.mark.parametrize("name", METHODS.names())
-def test_method_save_load_round_trip(name, tiny_data, tmp_path):
-    method = _fitted(name, tiny_data, tmp_path)
-    method.save(tmp_path / "ckpt")
-    loaded = type(method).load(tmp_path / "ckpt")
-    assert loaded.config == method.config
-    if PARTS in method.produces:
-        images = tiny_data[1]
-        assert torch.equal(method.predict(images).part_probs, loaded.predict(images).part_probs)
-    if SAMPLES in method.produces:
-        assert torch.equal(method.sample(2, seed=3), loaded.sample(2, seed=3))
-
-
-@pytest.mark.parametrize("name", METHODS.names())
-def test_method_samples_when_generative(name, tiny_data, tmp_path):
-    method = _fitted(name, tiny_data, tmp_path)
-    if SAMPLES not in method.produces:
-        with pytest.raises(NotImplementedError):
-            method.sample(2, seed=0)
-        return
-    a, b = method.sample(3, seed=1), method.sample(3, seed=1)
-    assert a.dtype == torch.uint8 and a.shape[:2] == (3, 3) and torch.equal(a, b)
-
-
-def test_fit_images_carry_images_only(tiny_data):
-    fit_images = tiny_data[0]
+    fit_images = data.split("train").fit_images()
     assert isinstance(fit_images, FitImages)
     item = fit_images[0]
     assert isinstance(item, torch.Tensor) and item.dtype == torch.float32 and item.shape == (3, IMAGE_SIZE, IMAGE_SIZE)
-    assert set(vars(fit_images)) == {"_length", "_load_image"}
+    found, visited = find_label_path(fit_images)
+    assert found is None and visited >= 1, found
 
 
 def test_predictions_contract_rejects_bad_outputs():

@@ -22,7 +22,7 @@ from tests.fixtures import flowers as fx_flowers
 from tests.fixtures import taichi as fx_taichi
 
 REAL = SHARED_DATA / "annotations"
-pytestmark = pytest.mark.filterwarnings("ignore::datasets.realformat.CountMismatchWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::segbench.datasets.realformat.CountMismatchWarning")
 FIXTURES = {"cub": (fx_cub.make_cub, CUB, fx_cub.BROKEN), "flowers": (fx_flowers.make_flowers, Flowers,
                                                                        fx_flowers.BROKEN),
             "taichi": (fx_taichi.make_taichi, Taichi, fx_taichi.BROKEN)}
@@ -109,17 +109,18 @@ def test_ganseg_augmentation_only_on_the_train_fit_view(pristine):
 def test_ganseg_training_reads_fresh_crops_every_epoch_with_the_image_cache(pristine):
     """Audit row 9: the uint8 cache must hold the un-augmented images and the crop be redrawn
     per read; caching the augmented items froze one crop per item (12 distinct in 20 epochs)."""
-    from segbench.methods.ganseg.train import RealImages
+    from segbench.methods.common.images import ImageStore
+    from segbench.methods.ganseg.train import EpochOrder, real_batch
 
     fit = CUB(pristine["cub"], image_size=64, augment="ganseg").split("train").fit_images()
-    real = RealImages(fit, 64, max_mb=64)
-    assert real.cache is not None and real.cache.shape[0] == 6  # the 6 base images, not 18 draws
+    store = ImageStore(fit, 64, max_mb=64)
+    assert store.cache is not None and store.cache.shape[0] == 6  # the 6 base images, not 18 draws
     torch.manual_seed(0)
-    rng = torch.Generator().manual_seed(0)
+    order = EpochOrder(len(store), torch.Generator().manual_seed(0))
     seen = {}
     for _ in range(20):  # 20 epochs of 18 items
         for _ in range(3):
-            batch = real.batch(6, rng, hflip=False)
+            batch = real_batch(store, order, 6, hflip=False)
             for image in batch:
                 seen[image.numpy().tobytes()] = True
     # 360 reads; frozen draws would give at most 18 distinct images (6 images x 3 repeats)
@@ -278,7 +279,8 @@ def test_cub_fg_ganseg_matches_a_hand_computed_iou(pristine):
     from segbench.protocols.foreground import CubForegroundProtocol
     method = centre_prior(8)
     data = CUB(pristine["cub"], **CubForegroundProtocol.spec.dataset_options)
-    rows = CubForegroundProtocol({}).evaluate(method, {"test": data.split("test")}, batch_size=3, progress=False)
+    scores = CubForegroundProtocol({}).score(method, {"test": data.split("test")}, batch_size=3, progress=False)
+    rows = scores.records
     fg = (method.predict(torch.zeros(1, 3, 128, 128)).part_probs[0].argmax(0) != 0).numpy()
     ious = []
     for i in fx_cub.SPLIT_IDS["test"]:
@@ -286,19 +288,24 @@ def test_cub_fg_ganseg_matches_a_hand_computed_iou(pristine):
         ious.append((fg & gt).sum() / ((fg | gt).sum() + 1e-6))
     assert rows[0] == {"metric": "fg_iou_ganseg", "split": "test", "value": pytest.approx(np.mean(ious)), "n_eval": 4}
     assert [r["metric"] for r in rows] == ["fg_iou_ganseg", "saliency_accuracy", "saliency_max_fbeta"]
+    # per-image IoUs keyed by the image's path in the CUB folder; max F-beta has none
+    iou_rows = [r for r in scores.per_image if r[2] == "fg_iou_ganseg"]
+    assert [r[1] for r in iou_rows] == [fx_cub.relpath(i) for i in fx_cub.SPLIT_IDS["test"]]
+    np.testing.assert_allclose([r[3] for r in iou_rows], ious, rtol=1e-9)
+    assert {r[2] for r in scores.per_image} == {"fg_iou_ganseg", "saliency_accuracy"}
 
 
 @pytest.mark.parametrize("variant", ["redo", "melas"])
 def test_flowers_fg_other_variants_use_the_full_resolution_views(pristine, variant):
     from segbench.protocols.foreground import FlowersForegroundProtocol
-    from segbench.protocols.metrics.iou import FG_IOU_FUNCTIONS, prepare_image, summarise_fg_iou
+    from segbench.protocols.metrics.iou import fg_iou, prepare_image, summarise_fg_iou
     method = centre_prior(8)
     split = Flowers(pristine["flowers"]).split("test")
-    rows = FlowersForegroundProtocol({"iou": variant}).evaluate(method, {"test": split}, batch_size=3,
-                                                                progress=False)
+    rows = FlowersForegroundProtocol({"iou": variant}).score(method, {"test": split}, batch_size=3,
+                                                             progress=False).records
     masks = [fx_flowers.expected_foreground(i).astype(np.float32) for i in fx_flowers.SPLIT_IDS["test"]]
     views = torch.stack([prepare_image(split.full_image(i), variant) for i in range(4)])
-    expected = summarise_fg_iou(variant, FG_IOU_FUNCTIONS[variant](method.predict(views).part_probs, masks))
+    expected = summarise_fg_iou(variant, fg_iou(variant, method.predict(views).part_probs, masks))
     assert rows[0]["metric"] == f"fg_iou_{variant}" and rows[0]["value"] == pytest.approx(expected)
 
 
@@ -306,8 +313,9 @@ def test_taichi_mae_of_a_constant_predictor_is_the_mean_predictor_error(pristine
     from segbench.protocols.taichi import TaichiProtocol
     method = centre_prior(10)
     data = Taichi(pristine["taichi"], image_size=128)
-    rows = TaichiProtocol({}).evaluate(method, {"regression_fit": data.split("regression_fit"),
-                                                "test": data.split("test")}, batch_size=4, progress=False)
+    scores = TaichiProtocol({}).score(method, {"regression_fit": data.split("regression_fit"),
+                                               "test": data.split("test")}, batch_size=4, progress=False)
+    rows = scores.records
     fit = np.stack([fx_taichi.keypoints("regression_fit", i, n) for i, n in enumerate(fx_taichi.TRAIN_NAMES)])
     test = np.stack([fx_taichi.keypoints("test", i, n) for i, n in enumerate(fx_taichi.TEST_NAMES)])
     expected = 0.0  # constant features: OLS with intercept predicts the mean of the present fit values
@@ -322,6 +330,9 @@ def test_taichi_mae_of_a_constant_predictor_is_the_mean_predictor_error(pristine
     top, left, bottom, right = (v // 2 for v in fx_taichi.MASK_BOX)
     gt[top:bottom, left:right] = True
     assert values["fg_iou_ganseg"] == pytest.approx((fg & gt).sum() / ((fg | gt).sum() + 1e-6))
+    # the MAE (a sum of per-target means) has no per-image values; the IoU has one per test frame
+    assert [(r[1], r[2]) for r in scores.per_image] == [(f"taichi-256/test/{n}", "fg_iou_ganseg")
+                                                        for n in fx_taichi.TEST_NAMES]
 
 
 def test_cub_kp_constant_predictor_gives_the_ridge_mean_error(pristine):
@@ -330,8 +341,9 @@ def test_cub_kp_constant_predictor_gives_the_ridge_mean_error(pristine):
     method = centre_prior(8)
     data = CUB(pristine["cub"], image_size=128, annotations="keypoints")
     train, test = data.split("train"), data.split("test")
-    rows = CubKeypointProtocol({}).evaluate(method, {"regression_fit": train, "test": test}, batch_size=4,
-                                            progress=False)
+    scores = CubKeypointProtocol({}).score(method, {"regression_fit": train, "test": test}, batch_size=4,
+                                           progress=False)
+    rows = scores.records
     x = part_centres(method.predict(torch.zeros(1, 3, 128, 128)).part_probs.numpy())[0].reshape(-1)
     fit = [train.annotation(i) for i in range(len(train))]
     tst = [test.annotation(i) for i in range(len(test))]
@@ -343,6 +355,7 @@ def test_cub_kp_constant_predictor_gives_the_ridge_mean_error(pristine):
         if len(ys) and errs:
             errors.append(np.mean(errs))
     assert rows[0]["metric"] == "kp_err_edge_pct" and rows[0]["n_eval"] == 4
+    assert scores.per_image == []  # a mean over landmarks, not over images
     assert rows[0]["value"] == pytest.approx(100 * np.mean(errors), rel=1e-6)
 
 

@@ -1,16 +1,17 @@
 """GANSeg: equations on hand-computed cases, shapes, translation equivariance, distinct layer
-parameters, exact resume, and the latent interface."""
+parameters, exact resume, divergence stops, and the latent interface."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
 import pytest
 import torch
 
-from segbench.methods.context import FitContext
-
 from segbench.benchmark.errors import UserError
+from segbench.methods.common.loop import INJECT_NAN_ENV, TrainingDiverged
+from segbench.methods.context import FitContext
 from segbench.methods.ganseg.config import DATASET_PRESETS, GANSegConfig, validate
 from segbench.methods.ganseg.layers import RelativePositionalEncoding, grid_coordinates, heatmaps, linear_tau, part_statistics
 from segbench.methods.ganseg.losses import area_loss, area_target_code, concentration_loss, gradient_penalty
@@ -258,17 +259,37 @@ def test_validation_rejects_inconsistent_sizes():
 
 # ----------------------------------------------------------------------------- training
 
+def _ctx(run_dir, seed=3):
+    return FitContext(seed=seed, run_dir=run_dir, progress=False)
+
+
 def test_gan_resume_is_bit_identical(tmp_path):
     cfg = smoke(steps=4, checkpoint_every=2, gp_every=3)
-    data = Images()
-    straight, _ = train_gan(cfg, data, workdir=tmp_path / "a", seed=3)
-    train_gan(replace(cfg, steps=2), data, workdir=tmp_path / "b", seed=3)
-    resumed, info = train_gan(cfg, data, workdir=tmp_path / "b", seed=3)
+    data = Images(n=6)  # batch 4 of 6 images: a snapshot in the middle of an epoch
+    straight, _ = train_gan(cfg, data, _ctx(tmp_path / "a"))
+    train_gan(replace(cfg, steps=2), data, _ctx(tmp_path / "b"))
+    snapshot = torch.load(tmp_path / "b" / "checkpoints" / "training" / "gan" / "gan.pt", weights_only=True)
+    assert snapshot["step"] == 2 and snapshot["extra"]["data_buffer"].numel() == 4  # 12 drawn, 8 used
+    resumed, info = train_gan(cfg, data, _ctx(tmp_path / "b"))
     assert info["resumed_from_step"] == 2 and info["gan_steps_this_call"] == 2
     sa, sb = straight.state_dict(), resumed.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    with pytest.raises(UserError):  # a different run must not silently continue this checkpoint
-        train_gan(replace(cfg, lr_g=1e-3), data, workdir=tmp_path / "b", seed=3)
+    _, info = train_gan(cfg, data, _ctx(tmp_path / "b"))  # finished: nothing to train
+    assert info["gan_steps_this_call"] == 0
+    with pytest.raises(UserError, match=r"different gan run \(changed: lr_g\)"):
+        train_gan(replace(cfg, lr_g=1e-3), data, _ctx(tmp_path / "b"))
+    with pytest.raises(UserError, match=r"changed: seed"):
+        train_gan(cfg, data, _ctx(tmp_path / "b", seed=4))
+
+
+def test_gan_divergence_stops_with_the_last_finite_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setenv(INJECT_NAN_ENV, "gan@3")
+    with pytest.raises(TrainingDiverged, match=r"gan training diverged at step 3: .*\(step 2\)"):
+        train_gan(smoke(steps=4, checkpoint_every=2), Images(), _ctx(tmp_path))
+    saved = torch.load(tmp_path / "checkpoints" / "training" / "gan" / "gan.pt", weights_only=True)
+    assert saved["step"] == 2
+    for net in ("generator", "discriminator"):
+        assert all(torch.isfinite(t).all() for t in saved["modules"][net].values() if t.is_floating_point())
 
 
 def test_fit_predict_sample_and_latent_interface(tmp_path):
@@ -277,7 +298,16 @@ def test_fit_predict_sample_and_latent_interface(tmp_path):
     probs = method.predict(torch.rand(2, 3, 40, 40)).part_probs
     assert probs.shape == (2, 4, 40, 40)
     assert (tmp_path / "figures" / "ganseg_samples_final.png").is_file()
-    assert any('"phase": "gan"' in line for line in (tmp_path / "stats.jsonl").read_text().splitlines())
+    rows = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    gan = [r for r in rows if r["phase"] == "gan"]
+    assert [r["step"] for r in gan] == [2, 4]
+    assert all({"loss_d", "loss_g_gan", "gp", "con", "area", "bg_area", "it_s", "peak_mem_mb"} <= set(r) for r in gan)
+    seg = [r for r in rows if r["phase"] == "segmenter"]
+    assert seg and all({"loss", "pixel_acc", "lr", "pair_time_frac"} <= set(r) for r in seg)
+    info = json.loads((tmp_path / "fit_info.json").read_text())
+    assert info["gan"]["gan_steps"] == 4 and info["segmenter"]["steps"] == 3
+    training = tmp_path / "checkpoints" / "training"
+    assert (training / "gan" / "gan.pt").is_file() and (training / "segmenter" / "segmenter.pt").is_file()
     z = method.sample_latent(2, torch.Generator().manual_seed(0)).requires_grad_(True)
     images, masks = method.generate_from_latent(z)
     assert z.shape == (2, method.latent_dim) and images.shape == (2, 3, 32, 32) and masks.shape == (2, 4, 32, 32)

@@ -1,25 +1,40 @@
 """The latent-direction method (Melas-Kyriazi et al. 2022): loss terms against independent
-references, mask rules and filters on hand-made cases, generator adapters, resume."""
+references, mask rules and filters on hand-made cases, generator adapters, resume and
+divergence stops of its training stages."""
+import dataclasses
+import json
 import math
 import sys
 
 import numpy as np
 import pytest
 import torch
-
-from segbench.methods.context import FitContext
 from scipy import ndimage
 
 from segbench.benchmark.errors import UserError
+from segbench.methods.common.loop import INJECT_NAN_ENV, TrainingDiverged
+from segbench.methods.common.runtime import torch_threads
+from segbench.methods.context import FitContext
 from segbench.methods.latent_direction import generators as gens
-from segbench.methods.latent_direction.dcgan import DCGANDiscriminator, DCGANGenerator
+from segbench.methods.latent_direction.dcgan import DCGANDiscriminator, DCGANGenerator, train_dcgan
 from segbench.methods.latent_direction.directions import (DirectionConfig, direction_loss, gray, optimise_direction,
-                                                 radial_prior, sample_shifts, shift_loss, sobel_magnitude)
+                                                          radial_prior, sample_shifts, shift_loss, sobel_magnitude)
 from segbench.methods.latent_direction.masks import (MaskedPairStream, RefineConfig, count_histogram_peaks,
-                                            foreground_fraction_ok, keep_large_components, mask_from_grays, refine)
+                                                     foreground_fraction_ok, keep_large_components, mask_from_grays,
+                                                     refine)
 from segbench.methods.latent_direction.method import LatentDirection
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Rows:
+    """A stand-in for the run's StatsLog: keeps the rows."""
+
+    def __init__(self):
+        self.rows = []
+
+    def write(self, **row):
+        self.rows.append(row)
 
 
 class ToyGenerator:
@@ -106,15 +121,46 @@ def test_direction_stays_unit_norm_and_finds_the_relighting_code():
     weights[0] = (-radial_prior(side, side) / 4).expand(3, side, side).reshape(-1)
     gen = ToyGenerator(side=side, weights=weights)
     cfg = DirectionConfig(steps=25, batch_size=8, lr=0.05)
-    rows = []
-    v_l, losses = optimise_direction(gen, cfg, sign=1.0, seed=0, log=rows.append)
-    v_d, _ = optimise_direction(gen, cfg, sign=-1.0, seed=1)
+    stats = Rows()
+    v_l, losses, report = optimise_direction(gen, cfg, sign=1.0, seed=0, stage="direction_light", stats=stats)
+    v_d, _, _ = optimise_direction(gen, cfg, sign=-1.0, seed=1)
     assert v_l.norm().item() == pytest.approx(1.0, abs=1e-5) and v_d.norm().item() == pytest.approx(1.0, abs=1e-5)
-    assert len(losses) == 25 and rows[0]["step"] == 1 and rows[-1]["step"] == 25
+    assert len(losses) == 25 and report["steps"] == 25
+    # The loop core's rows: every log_every (10) steps and at the end, window means of the terms.
+    assert [r["step"] for r in stats.rows] == [10, 20, 25]
+    assert all(r["phase"] == "direction_light" and {"loss", "radial", "sobel", "it_s", "peak_mem_mb"} <= set(r)
+               for r in stats.rows)
+    assert stats.rows[-1]["loss"] == pytest.approx(np.mean(losses[20:]))
     assert v_l[0] > 0.5 and v_d[0] < -0.5 and (v_l @ v_d) < 0
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
-    again, _ = optimise_direction(gen, cfg, sign=1.0, seed=0)
+    again = optimise_direction(gen, cfg, sign=1.0, seed=0).v
     assert torch.equal(again, v_l)
+
+
+def test_direction_search_resumes_bit_identically_and_loads_a_finished_stage(tmp_path):
+    gen, cfg = ToyGenerator(), DirectionConfig(steps=9, batch_size=4, checkpoint_every=3)
+    straight = optimise_direction(gen, cfg, sign=1.0, seed=0)
+    short = dataclasses.replace(cfg, steps=4)  # an "interrupted" search: stopped after step 4
+    optimise_direction(gen, short, sign=1.0, seed=0, stage="direction_light", checkpoint_dir=tmp_path)
+    resumed = optimise_direction(gen, cfg, sign=1.0, seed=0, stage="direction_light", checkpoint_dir=tmp_path)
+    assert resumed.report["resumed_from_step"] == 4 and resumed.report["steps_this_call"] == 5
+    assert torch.equal(resumed.v, straight.v) and resumed.losses == straight.losses
+    loaded = optimise_direction(gen, cfg, sign=1.0, seed=0, stage="direction_light", checkpoint_dir=tmp_path)
+    assert loaded.report["steps_this_call"] == 0 and torch.equal(loaded.v, straight.v)
+    assert loaded.losses == straight.losses
+    with pytest.raises(UserError, match=r"different direction_light run \(changed: sign\)"):
+        optimise_direction(gen, cfg, sign=-1.0, seed=0, stage="direction_light", checkpoint_dir=tmp_path)
+
+
+def test_a_nan_in_the_direction_search_stops_with_the_last_finite_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setenv(INJECT_NAN_ENV, "direction_dark@5")
+    cfg = DirectionConfig(steps=8, batch_size=4, checkpoint_every=2)
+    with pytest.raises(TrainingDiverged, match=r"direction_dark training diverged at step 5: .*\(step 4\)"):
+        optimise_direction(ToyGenerator(), cfg, sign=-1.0, seed=0, stage="direction_dark", checkpoint_dir=tmp_path)
+    saved = torch.load(tmp_path / "direction_dark.pt", weights_only=True)
+    assert saved["step"] == 4 and len(saved["extra"]["losses"]) == 4
+    v = saved["modules"]["direction"]["v"]
+    assert torch.isfinite(v).all() and v.norm().item() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_forward_normalisation_leaves_no_radial_gradient():
@@ -446,12 +492,17 @@ def test_config_presets_and_nested_overrides():
     seg = paper.segmenter
     assert (seg.arch, seg.loss, seg.steps, seg.batch_size, seg.lr, seg.lr_decay_at) == ("unet", "ce", 18_000, 95,
                                                                                          1e-3, 0)
-    from segbench.methods.common.segmenter import lr_at
-    assert lr_at(seg, 17_999) == 1e-3
+    from segbench.methods.common.segmenter import lr_scheduler
+
+    def opt(config):
+        return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+
+    assert lr_scheduler(seg, opt(seg)) is None
     # ... and the paper's A.1.2 text as a preset: 12k steps, x0.2 from step 8k.
     a12 = LatentDirection.config_for("paper_a12").segmenter
     assert (a12.steps, a12.lr_decay_at) == (12_000, 8_000)
-    assert lr_at(a12, 7_999) == 1e-3 and lr_at(a12, 8_000) == pytest.approx(2e-4)
+    sched = lr_scheduler(a12, opt(a12))
+    assert dict(sched.milestones) == {8_000: 1} and sched.gamma == pytest.approx(0.2)
     with pytest.raises(UserError):
         LatentDirection.config_for("paper", {"generator.kind": "biggan"})
 
@@ -463,42 +514,101 @@ def fit_images():
         .split("train").fit_images()
 
 
-def test_fit_records_and_resumes_bit_identically(fit_images, tmp_path):
-    def fitted(workdir, seg_steps):
+@pytest.fixture(scope="module")
+def fits(fit_images, tmp_path_factory):
+    """Smoke fits shared by the tests below: run ``a`` straight (segmenter 4 steps) and run ``b``
+    stopped after segmenter step 2, then fitted again to 4 steps in the same folder."""
+    root = tmp_path_factory.mktemp("fits")
+
+    def fitted(run_dir, seg_steps):
         cfg = LatentDirection.config_for("smoke", {"segmenter.steps": seg_steps, "segmenter.checkpoint_every": 1})
         method = LatentDirection(cfg)
-        method.progress = False
-        method.fit(fit_images, FitContext(seed=0, run_dir=workdir, progress=False))
+        method.fit(fit_images, FitContext(seed=0, run_dir=run_dir, progress=False, num_threads=1))
         return method
 
-    straight = fitted(tmp_path / "a", 4)
-    fitted(tmp_path / "b", 2)  # an "interrupted" run: the segmenter stopped at step 2
-    resumed = fitted(tmp_path / "b", 4)
+    with torch_threads(1):
+        straight = fitted(root / "a", 4)
+        fitted(root / "b", 2)  # an "interrupted" run: the segmenter stopped at step 2
+        resumed = fitted(root / "b", 4)
+    return straight, resumed, root
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
+
+
+def test_fit_resumes_bit_identically_and_loads_finished_stages(fits, fit_images):
+    straight, resumed, root = fits
     images = torch.stack([fit_images[i] for i in range(3)])
     assert torch.equal(straight.predict(images).part_probs, resumed.predict(images).part_probs)
-    assert torch.equal(straight.v_light, resumed.v_light)
-    rows = [__import__("json").loads(line) for line in (tmp_path / "a" / "stats.jsonl").read_text().splitlines()]
+    assert torch.equal(straight.v_light, resumed.v_light) and torch.equal(straight.v_dark, resumed.v_dark)
+    # The second fit of run b loaded the finished GAN and direction stages instead of recomputing them.
+    rows_a, rows_b = _rows(root / "a"), _rows(root / "b")
+    for phase in ("dcgan", "direction_light", "direction_dark"):
+        assert sum(r["phase"] == phase for r in rows_b) == sum(r["phase"] == phase for r in rows_a)
+    summaries = [r for r in _rows(root / "b") if r["phase"] == "direction_summary"]
+    assert [r["directions_from_snapshot"] for r in summaries] == [False, True]
+    info = json.loads((root / "b" / "fit_info.json").read_text())
+    assert info["directions"]["directions_from_snapshot"] and info["segmenter"]["steps"] == 4
+
+
+def test_fit_records_stats_figures_fit_info_and_stage_snapshots(fits):
+    _, _, root = fits
+    run = root / "a"
+    rows = _rows(run)
     phases = {r["phase"] for r in rows}
-    assert {"gan", "generator", "direction", "direction_summary", "pairs", "pairs_total", "segmenter"} <= phases
+    assert {"dcgan", "generator", "direction_light", "direction_dark", "direction_summary", "pairs", "pairs_total",
+            "segmenter"} <= phases
+    gan_rows = [r for r in rows if r["phase"] == "dcgan"]
+    assert [r["step"] for r in gan_rows] == [1, 2, 3] and all({"g_loss", "d_loss", "it_s"} <= set(r) for r in gan_rows)
     summary = next(r for r in rows if r["phase"] == "direction_summary")
     assert -1 <= summary["v_light_dot_v_dark"] <= 1
-    assert (tmp_path / "a" / "figures" / "latent_shift_strip.png").is_file()
-    assert (tmp_path / "a" / "figures" / "generated_pairs.png").is_file()
-    assert "fit split" in (tmp_path / "a" / "generator.json").read_text()
+    assert (run / "figures" / "latent_shift_strip.png").is_file()
+    assert (run / "figures" / "generated_pairs.png").is_file()
+    info = json.loads((run / "fit_info.json").read_text())
+    assert "fit split" in info["generator"]["trained_on"] and info["device"] == "cpu"
+    assert not (run / "generator.json").exists()
+    ctx = FitContext(run_dir=run)
+    for stage in ("dcgan", "direction_light", "direction_dark"):
+        saved = torch.load(ctx.checkpoint_dir(stage) / f"{stage}.pt", weights_only=True)
+        assert saved["stage"] == stage and saved["step"] == 3  # smoke: 3 GAN steps, 3 direction steps
+
+
+def test_a_nan_in_dcgan_training_stops_with_the_last_finite_snapshot(fit_images, tmp_path, monkeypatch):
+    cfg = LatentDirection.config_for("smoke", {"generator.train_steps": 4, "generator.checkpoint_every": 2}).generator
+    ctx = FitContext(seed=0, run_dir=tmp_path, progress=False)
+    monkeypatch.setenv(INJECT_NAN_ENV, "dcgan@3")
+    with pytest.raises(TrainingDiverged, match=r"dcgan training diverged at step 3: d_loss=nan, g_loss=nan; "
+                                               r"kept .*dcgan\.pt \(step 2\)"):
+        train_dcgan(cfg, fit_images, ctx)
+    saved = torch.load(ctx.checkpoint_dir("dcgan") / "dcgan.pt", weights_only=True)
+    assert saved["step"] == 2
+    assert all(torch.isfinite(t).all() for module in saved["modules"].values() for t in module.values()
+               if t.is_floating_point())
+    # Continuing from that snapshot gives the generator of a run that never stopped.
+    monkeypatch.delenv(INJECT_NAN_ENV)
+    resumed, info = train_dcgan(cfg, fit_images, ctx)
+    straight, _ = train_dcgan(cfg, fit_images, FitContext(seed=0, progress=False))
+    assert info["training"]["resumed_from_step"] == 2 and info["steps"] == 4
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()))
 
 
 def test_explore_script_writes_directions_figures_and_summary(tmp_path):
-    import json
     from segbench.methods.latent_direction.explore import main
     args = ["--preset", "smoke", "--set", "generator.kind=custom", "--set",
-            "generator.target=tests.test_latent_direction:toy_factory", "--out", str(tmp_path)]
+            "generator.target=tests.test_latent_direction:toy_factory", "--out", str(tmp_path), "--device", "cpu",
+            "--no-progress"]
     assert main(args) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["directions_from_cache"] is False and -1 <= summary["v_light_dot_v_dark"] <= 1
     assert summary["filter_probe"]["drawn"] == 256
     assert (tmp_path / "figures" / "latent_shift_strip.png").is_file()
-    assert main(args) == 0  # the second call reuses the directions
+    exported = torch.load(tmp_path / "directions.pt", weights_only=True)
+    assert exported["v_light"].norm().item() == pytest.approx(1.0, abs=1e-5) and len(exported["losses_dark"]) == 3
+    assert json.loads((tmp_path / "fit_info.json").read_text())["generator"]["kind"] == "custom"
+    assert main(args) == 0  # the second call loads the finished direction stages
     assert json.loads((tmp_path / "summary.json").read_text())["directions_from_cache"] is True
+    assert torch.equal(torch.load(tmp_path / "directions.pt", weights_only=True)["v_light"], exported["v_light"])
     assert main(["--preset", "smoke", "--out", str(tmp_path / "x")]) == 2  # kind=train needs benchmark run
 
 

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
+
 
 from tests.conftest import REPO
 

@@ -123,10 +123,10 @@ def test_pascal_protocol_scores_a_perfect_and_an_inverted_method(options):
     protocol = PascalSProtocol(options)
     name = {s: saliency_metric_name(s, protocol.options) for s in ("accuracy", "iou", "max_fbeta", "fbeta_at_0.5")}
     iou = f"fg_iou_{protocol.options['iou']}"
-    perfect = {r["metric"]: r["value"] for r in protocol.evaluate(Oracle(False), {"test": split}, progress=False)}
+    perfect = {r["metric"]: r["value"] for r in protocol.score(Oracle(False), {"test": split}, progress=False).records}
     assert perfect[name["accuracy"]] > 0.97 and perfect[name["iou"]] > 0.9 and perfect[iou] > 0.9
     assert perfect[name["max_fbeta"]] > 0.9 and perfect[name["fbeta_at_0.5"]] > 0.9
-    inverted = {r["metric"]: r["value"] for r in protocol.evaluate(Oracle(True), {"test": split}, progress=False)}
+    inverted = {r["metric"]: r["value"] for r in protocol.score(Oracle(True), {"test": split}, progress=False).records}
     assert inverted[name["iou"]] < 0.05 and inverted[iou] < 0.05
 
 
@@ -180,7 +180,8 @@ def test_pascal_saliency_is_scored_uncropped_at_full_resolution():
 
     assert f(Fraction(128, 255), 1) == Fraction(832, 1467) and f(1, Fraction(255, 256)) == Fraction(1105, 1106)
     assert (f(Fraction(1, 2), 1) + 1) / 2 == Fraction(18, 23)
-    rows = PascalSProtocol({"iou": "ganseg"}).evaluate(HalfAndHalf(), {"test": split}, progress=False)
+    scores = PascalSProtocol({"iou": "ganseg"}).score(HalfAndHalf(), {"test": split}, progress=False)
+    rows = scores.records
     got = {r["metric"]: r["value"] for r in rows}
     assert seen[0] == (2, 3, 128, 256)  # the saliency view, both images in one call
     assert got["saliency_max_fbeta"] == pytest.approx(float((Fraction(832, 1467) + Fraction(1105, 1106)) / 2),
@@ -188,8 +189,18 @@ def test_pascal_saliency_is_scored_uncropped_at_full_resolution():
     assert got["saliency_fbeta_at_0.5"] == pytest.approx(18 / 23, rel=1e-12)
     assert got["saliency_accuracy"] == pytest.approx(0.875, rel=1e-12)
     assert got["saliency_iou"] == pytest.approx(0.75, rel=1e-12)
-    mean_pr = {r["metric"]: r["value"] for r in PascalSProtocol({"average": "mean_pr"}).evaluate(
-        HalfAndHalf(), {"test": split}, progress=False)}
+    per_image = {}
+    for split_name, image_id, metric, value in scores.per_image:
+        per_image.setdefault(metric, {})[image_id] = value
+    assert split_name == "all" and set(per_image) == {"saliency_accuracy", "saliency_iou", "saliency_fbeta_at_0.5",
+                                                      "fg_iou_ganseg"}  # not the max over thresholds
+    assert per_image["saliency_accuracy"] == {"0": 0.75, "1": 1.0}
+    assert per_image["saliency_iou"] == {"0": 0.5, "1": 1.0}
+    assert per_image["saliency_fbeta_at_0.5"]["0"] == pytest.approx(float(f(Fraction(1, 2), 1)), rel=1e-12)
+    mean_pr_scores = PascalSProtocol({"average": "mean_pr"}).score(HalfAndHalf(), {"test": split}, progress=False)
+    mean_pr = {r["metric"]: r["value"] for r in mean_pr_scores.records}
+    # F from averaged precision and recall is no mean over images: no per-image F at 0.5
+    assert {r[2] for r in mean_pr_scores.per_image} == {"saliency_accuracy", "saliency_iou", "fg_iou_ganseg"}
     assert mean_pr["saliency_max_fbeta_mean_pr"] == pytest.approx(
         float(f(Fraction(383, 510), Fraction(511, 512))), rel=1e-12)
     assert mean_pr["saliency_accuracy"] == got["saliency_accuracy"]
@@ -225,7 +236,7 @@ def test_cub_photos_splits_follow_the_flags():
 def test_fid_protocol_plumbing_and_real_statistics_cache(tmp_path, monkeypatch):
     """With a cheap stand-in feature network: samples identical to the reference give FID ~ 0,
     shifted samples a large FID; the real statistics are computed once and then read from cache."""
-    import segbench.protocols.inception as inception
+    import segbench.feature_nets as feature_nets
     from segbench.protocols.fid import CubPhotosFid
 
     monkeypatch.setenv("SEGBENCH_CACHE", str(tmp_path))
@@ -238,7 +249,7 @@ def test_fid_protocol_plumbing_and_real_statistics_cache(tmp_path, monkeypatch):
         small = torch.nn.functional.adaptive_avg_pool2d(images_uint8.double(), 8)
         return small.reshape(len(small), -1).numpy() @ projection
 
-    monkeypatch.setattr(inception, "inception_features", features)
+    monkeypatch.setattr(feature_nets, "inception_features", features)
     images = rng.integers(0, 256, size=(100, 16, 16, 3), dtype=np.uint8)
 
     class Split:
@@ -254,10 +265,10 @@ def test_fid_protocol_plumbing_and_real_statistics_cache(tmp_path, monkeypatch):
             return (out.int() // self.shift).to(torch.uint8) if self.shift > 1 else out.contiguous()
 
     protocol = CubPhotosFid({"n_generated": "100"})
-    same = protocol.evaluate(Generator(1), {"reference": Split()}, batch_size=32, progress=False)
-    assert same[0]["metric"] == "fid100" and abs(same[0]["value"]) < 1e-6
+    same = protocol.score(Generator(1), {"reference": Split()}, batch_size=32, progress=False).records
+    assert same[0]["metric"] == "fid100" and abs(same[0]["value"]) < 1e-6 and same[0]["n_eval"] == 100
     assert calls["n"] == 200  # real side once + generated side once
-    darker = protocol.evaluate(Generator(4), {"reference": Split()}, batch_size=32, progress=False)
+    darker = protocol.score(Generator(4), {"reference": Split()}, batch_size=32, progress=False).records
     assert darker[0]["value"] > 100
     assert calls["n"] == 300  # the real statistics came from the cache
     assert len(list((tmp_path / "fid_stats").glob("*.npz"))) == 1

@@ -50,3 +50,91 @@ def test_entry_points_extend_the_registry(monkeypatch):
     import collections
     assert reg.get("plugin_method") is collections.deque
     assert reg.entry("plugin_method").origin == "entry-point"
+
+
+# ----- third-party entry points: a broken one never breaks the others --------------------------
+class _FakeDist:
+    def __init__(self, name, summary=""):
+        self.name = name
+        self.metadata = {"Summary": summary} if summary else {}
+
+
+def _entry_point(name, value, dist=None):
+    return type("FakeEntryPoint", (), {"name": name, "value": value, "dist": dist})()
+
+
+def _registry_with(monkeypatch, *eps):
+    import importlib.metadata
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: list(eps))
+    reg = Registry("method", entry_point_group="segbench.methods")
+    reg.add("builtin", "collections:Counter", "a built-in")
+    return reg
+
+
+def test_malformed_entry_point_is_listed_as_broken_and_others_still_load(monkeypatch):
+    from segbench.benchmark.registry import PluginLoadError
+
+    dist = _FakeDist("bad-dist", "bad plugins")
+    reg = _registry_with(monkeypatch, _entry_point("nocolon", "just_a_module", dist),
+                         _entry_point("good", "collections:deque", _FakeDist("good-dist", "Good   plugin\n summary")))
+    assert reg.names() == ["builtin", "good", "nocolon"]
+    broken = reg.entry("nocolon")
+    assert broken.broken and broken.origin == "bad-dist" and "'just_a_module' is not 'module:Object'" in broken.error
+    assert reg.entry("good").summary == "Good plugin summary"  # from the metadata, nothing imported
+    import collections
+    assert reg.get("good") is collections.deque and reg.get("builtin") is collections.Counter
+    with pytest.raises(PluginLoadError, match="method 'nocolon' from distribution 'bad-dist' is broken: entry point "
+                                              "value 'just_a_module' is not 'module:Object'"):
+        reg.get("nocolon")
+
+
+def test_unimportable_entry_point_fails_with_one_line_naming_its_distribution(monkeypatch, tmp_path):
+    from segbench.benchmark.errors import UserError
+    from segbench.benchmark.registry import PluginLoadError
+
+    (tmp_path / "segbench_raises_on_import.py").write_text("raise RuntimeError('boom\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = _registry_with(monkeypatch, _entry_point("missing", "segbench_no_such_module_x:Thing", _FakeDist("dist-y")),
+                         _entry_point("raises", "segbench_raises_on_import:Thing", _FakeDist("dist-z")),
+                         _entry_point("noattr", "collections:NoSuchThing", None))
+    with pytest.raises(PluginLoadError) as info:
+        reg.get("missing")
+    assert str(info.value) == ("method 'missing' from distribution 'dist-y' could not be imported: "
+                               "ModuleNotFoundError: No module named 'segbench_no_such_module_x'")
+    assert isinstance(info.value, UserError)  # the CLI prints it as one line, exit 2
+    with pytest.raises(PluginLoadError, match=r"from distribution 'dist-z' could not be imported: RuntimeError: boom$"):
+        reg.get("raises")
+    with pytest.raises(PluginLoadError, match="'noattr' from distribution 'entry-point' could not be imported: "
+                                              "AttributeError"):
+        reg.get("noattr")
+    assert reg.get("builtin").__name__ == "Counter"
+
+
+def test_a_builtin_that_fails_to_import_is_a_bug_and_raises_as_it_is():
+    reg = Registry("method")
+    reg.add("mine", "segbench_no_such_builtin_module:Thing")
+    with pytest.raises(ModuleNotFoundError):
+        reg.get("mine")
+
+
+def test_unreadable_entry_points_leave_the_builtins(monkeypatch):
+    import importlib.metadata
+
+    def broken(group):
+        raise OSError("unreadable site-packages")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", broken)
+    reg = Registry("method", entry_point_group="segbench.methods")
+    reg.add("builtin", "collections:Counter")
+    assert reg.names() == ["builtin"] and "unreadable site-packages" in reg.scan_error
+
+
+def test_load_target_turns_any_failure_into_one_line():
+    from segbench.benchmark.registry import PluginLoadError, load_target
+
+    import collections
+    assert load_target("collections:OrderedDict") is collections.OrderedDict
+    with pytest.raises(PluginLoadError, match="method target value 'nocolon' is not 'module:Object'"):
+        load_target("nocolon", kind="method")
+    with pytest.raises(PluginLoadError, match="could not be imported: ModuleNotFoundError"):
+        load_target("segbench_no_such_module_q:X", kind="method")

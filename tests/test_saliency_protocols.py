@@ -60,7 +60,8 @@ def test_saliency_scores_on_the_melas_view(protocol, variant):
     mask[:, 32:96] = True
     split = FakeFgSplit([np.zeros((256, 320, 3), np.uint8)], [mask])
     method = HalfAndHalf()
-    rows = PROTOCOLS.get(protocol)({"iou": variant}).evaluate(method, {"test": split}, batch_size=4, progress=False)
+    scores = PROTOCOLS.get(protocol)({"iou": variant}).score(method, {"test": split}, batch_size=4, progress=False)
+    rows = scores.records
     got = {r["metric"]: r["value"] for r in rows}
     assert [r["metric"] for r in rows] == [f"fg_iou_{variant}", "saliency_accuracy", "saliency_max_fbeta"]
     assert f(Fraction(64, 127), 1) == Fraction(416, 731)
@@ -72,6 +73,10 @@ def test_saliency_scores_on_the_melas_view(protocol, variant):
     # fg_iou_melas thresholds the same upsampled map (argmax): predicted 128 square columns, GT 64.
     if variant == "melas":
         assert got["fg_iou_melas"] == pytest.approx(0.5, rel=1e-12)
+    # per-image values (the fake split has no image_id: ids are indices) for the plain means only:
+    # the melas IoU and the accuracy; not redo's mean of batch means, not the max over thresholds
+    expected = [("test", "0", f"fg_iou_{variant}", 0.5)] if variant == "melas" else []
+    assert scores.per_image == expected + [("test", "0", "saliency_accuracy", pytest.approx(0.75, rel=1e-12))]
 
 
 @pytest.mark.parametrize("protocol", ["cub_fg", "flowers_fg"])

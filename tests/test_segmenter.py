@@ -1,4 +1,5 @@
-"""The shared segmenter component: losses on hand-computed cases, shapes, learning, exact resume."""
+"""The shared segmenter component: losses on hand-computed cases, shapes, learning, exact resume,
+the lr schedule and divergence stops."""
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from segbench.benchmark.errors import UserError
-from segbench.benchmark.records import StatsLog
+from segbench.methods.common.loop import INJECT_NAN_ENV, TrainingDiverged
 from segbench.methods.common.pairs import FunctionPairSource, PairSource, check_pairs
-from segbench.methods.common.segmenter import (CHECKPOINT_NAME, SegmenterConfig, build_segmenter, lr_at,
-                                      GANSEG_DICE_EPS, segment, segmentation_loss, soft_dice_loss,
-                                      train_segmenter)
+from segbench.methods.common.segmenter import (GANSEG_DICE_EPS, SegmenterConfig, build_segmenter, lr_scheduler,
+                                               segment, segmentation_loss, soft_dice_loss, train_segmenter)
+from segbench.methods.context import StatsLog
 from segbench.methods.common.unet import unet_widths
 
 # 2x2 image, 2 classes: labels and the probability of class 1 per pixel.
@@ -90,10 +91,32 @@ def test_loss_combination_weights():
     assert total.item() == pytest.approx(ce, abs=1e-6) and set(terms) == {"ce"}
 
 
+def _lrs(config: SegmenterConfig, steps: int) -> list[float]:
+    """The lr of each of ``steps`` steps under ``lr_scheduler`` (stepped once per step)."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=config.lr)
+    sched = lr_scheduler(config, opt)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return lrs
+
+
 def test_lr_step_decay():
-    cfg = SegmenterConfig(lr=1e-3, lr_decay_at=8000, lr_decay_factor=0.2)
-    assert lr_at(cfg, 7999) == 1e-3 and lr_at(cfg, 8000) == pytest.approx(2e-4)
-    assert lr_at(SegmenterConfig(lr=3e-4), 10**6) == 3e-4
+    lrs = _lrs(SegmenterConfig(lr=1e-3, lr_decay_at=8000, lr_decay_factor=0.2), 8002)
+    assert lrs[7999] == 1e-3 and lrs[8000] == pytest.approx(2e-4) and lrs[8001] == pytest.approx(2e-4)
+    assert lr_scheduler(SegmenterConfig(lr=3e-4), torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-4)) \
+        is None  # lr_decay_at=0: constant
+
+
+def test_training_applies_the_decay_and_logs_the_lr_of_each_step(tmp_path):
+    stats = StatsLog(tmp_path / "stats.jsonl")
+    train_segmenter(replace(TINY, steps=5, log_every=1, lr_decay_at=3), SQUARES, seed=0, stats=stats, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-2, 1e-2, 1e-2, 2e-3, 2e-3])
+    assert all({"loss", "ce", "dice", "pixel_acc", "pair_time_frac", "it_s", "peak_mem_mb"} <= set(r) for r in rows)
 
 
 def test_unet_widths_and_distinct_parameters():
@@ -196,21 +219,31 @@ def test_learns_a_bright_square(tmp_path):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    full, _ = train_segmenter(TINY, SQUARES, seed=3, progress=False)
-    half_cfg = replace(TINY, steps=TINY.steps // 2)
+    cfg = replace(TINY, lr_decay_at=4)  # the decay comes after the resume: the scheduler is in the snapshot
+    full, _ = train_segmenter(cfg, SQUARES, seed=3, progress=False)
+    half_cfg = replace(cfg, steps=cfg.steps // 2)
     _, info = train_segmenter(half_cfg, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
-    assert torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)["step"] == TINY.steps // 2
+    assert torch.load(tmp_path / "segmenter.pt", weights_only=True)["step"] == cfg.steps // 2
     torch.manual_seed(12345)  # the caller's global RNG must not matter
-    resumed, info = train_segmenter(TINY, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
-    assert info["resumed_from_step"] == TINY.steps // 2 and info["steps_this_call"] == TINY.steps // 2
+    resumed, info = train_segmenter(cfg, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
+    assert info["resumed_from_step"] == cfg.steps // 2 and info["steps_this_call"] == cfg.steps // 2
     a, b = full.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    other, _ = train_segmenter(TINY, SQUARES, seed=4, progress=False)
+    other, _ = train_segmenter(cfg, SQUARES, seed=4, progress=False)
     assert not torch.equal(other.head.weight, full.head.weight)
     # a finished checkpoint: calling again trains nothing and returns the same model
-    again, info = train_segmenter(TINY, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
+    again, info = train_segmenter(cfg, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
     assert info["steps_this_call"] == 0 and torch.equal(again.head.weight, full.head.weight)
     with pytest.raises(UserError, match="lr"):
-        train_segmenter(replace(TINY, lr=1e-3), SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
+        train_segmenter(replace(cfg, lr=1e-3), SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
     with pytest.raises(UserError, match="seed"):
-        train_segmenter(TINY, SQUARES, seed=5, progress=False, checkpoint_dir=tmp_path)
+        train_segmenter(cfg, SQUARES, seed=5, progress=False, checkpoint_dir=tmp_path)
+
+
+def test_divergence_stops_with_the_last_finite_snapshot(tmp_path, monkeypatch):
+    monkeypatch.setenv(INJECT_NAN_ENV, "segmenter@5")
+    with pytest.raises(TrainingDiverged, match=r"segmenter training diverged at step 5: .*\(step 4\)"):
+        train_segmenter(TINY, SQUARES, seed=0, progress=False, checkpoint_dir=tmp_path)
+    saved = torch.load(tmp_path / "segmenter.pt", weights_only=True)
+    assert saved["step"] == 4
+    assert all(torch.isfinite(t).all() for t in saved["modules"]["model"].values() if t.is_floating_point())

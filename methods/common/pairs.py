@@ -3,7 +3,7 @@
 Generative segmentation methods (GANSeg, the latent-direction segmenter) train a supervised
 segmenter on pairs they synthesise. The pairs are drawn fresh for every batch, never stored as
 a big array, and all randomness comes from the ``torch.Generator`` passed in (plus the global
-torch RNG, which ``train_segmenter`` saves in its checkpoints), so a training run is
+torch RNG, which ``train_segmenter`` keeps in its snapshots), so a training run is
 reproducible from its seed and resumable bit-identically.
 """
 from __future__ import annotations

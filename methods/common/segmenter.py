@@ -12,14 +12,13 @@ logits back to the input resolution.
 
 A method keeps the trained segmenter in its own ``state_dict`` as ``model.state_dict()`` (plain
 tensors) and rebuilds it with ``build_segmenter(config, num_classes, load_pretrained=False)``
-followed by ``load_state_dict``. For ``fit`` resume, pass
-``checkpoint_dir=workdir / "checkpoints" / "training" / <subfolder>`` to ``train_segmenter``.
+followed by ``load_state_dict``. For ``fit`` resume, pass ``checkpoint_dir=ctx.checkpoint_dir("segmenter")``
+to ``train_segmenter``.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from segbench.benchmark.errors import UserError
-from segbench.benchmark.records import StatsLog
-from segbench.methods.common.checkpoint import save_atomic
+from segbench.methods.common.loop import Snapshot, run_steps
 from segbench.methods.common.pairs import PairSource, check_pairs
 from segbench.methods.common.unet import UNet
+from segbench.methods.context import StatsLog, resolve_device
 
 ARCHS = ("deeplabv3_resnet50", "unet", "small_unet")
 # torchvision's ImageNet ResNet50 files; IMAGENET1K_V1 (0676ba61) is what `pretrained=True` gave
 # when GANSeg was written, so it is preferred when both are cached.
 RESNET50_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")
-CHECKPOINT_NAME = "segmenter_training.pt"
-CHECKPOINT_FORMAT = 1
+STAGE = "segmenter"  # the loop's stage: snapshots are checkpoint_dir / "segmenter.pt", stats phase "segmenter"
 PAIR_SEED_OFFSET = 7919  # the pair stream's generator is seeded apart from the model-init RNG
 # Fields that may change between a run and its resumption (they do not change the result).
 RESUMABLE_FIELDS = ("steps", "checkpoint_every", "log_every")
@@ -95,6 +93,19 @@ def _load_resnet50_backbone(backbone: nn.Module, path: Path) -> None:
                         f"{str(exc).splitlines()[0][:200]}); remove it or set pretrained_backbone=none") from exc
 
 
+def _pretrained_path(config: SegmenterConfig) -> Path | None:
+    """The ImageNet ResNet50 file a DeepLab segmenter starts from (``pretrained_backbone=auto``)."""
+    if config.arch != "deeplabv3_resnet50" or config.pretrained_backbone != "auto":
+        return None
+    return find_imagenet_resnet50()
+
+
+def _load_pretrained(model: nn.Module, config: SegmenterConfig) -> None:
+    path = _pretrained_path(config)
+    if path is not None:
+        _load_resnet50_backbone(model.backbone, path)
+
+
 def build_segmenter(config: SegmenterConfig, num_classes: int, *,
                     load_pretrained: bool = True) -> tuple[nn.Module, dict[str, Any]]:
     """Build the segmenter for ``num_classes`` (K+1) classes; never downloads anything.
@@ -110,12 +121,10 @@ def build_segmenter(config: SegmenterConfig, num_classes: int, *,
         from torchvision.models.segmentation import deeplabv3_resnet50
         model = deeplabv3_resnet50(weights=None, weights_backbone=None, aux_loss=False,
                                    num_classes=num_classes)
-        backbone = "random_init"
-        path = find_imagenet_resnet50() if config.pretrained_backbone == "auto" else None
-        if path is not None:
-            backbone = f"imagenet:{path}"
-            if load_pretrained:
-                _load_resnet50_backbone(model.backbone, path)
+        path = _pretrained_path(config)
+        backbone = f"imagenet:{path}" if path is not None else "random_init"
+        if load_pretrained and path is not None:
+            _load_resnet50_backbone(model.backbone, path)
     elif config.arch == "unet":
         model, backbone = UNet(num_classes, width=config.unet_width, levels=config.unet_levels), "not_applicable"
     elif config.arch == "small_unet":
@@ -221,11 +230,13 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor,
     raise UserError(f"unknown segmenter loss {config.loss!r}; choose ce or ce_dice")
 
 
-def lr_at(config: SegmenterConfig, step: int) -> float:
-    """Step decay: ``lr`` before ``lr_decay_at`` (0 = never), ``lr * lr_decay_factor`` from it on."""
-    if config.lr_decay_at and step >= config.lr_decay_at:
-        return config.lr * config.lr_decay_factor
-    return config.lr
+def lr_scheduler(config: SegmenterConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """The step decay: ``lr`` before step ``lr_decay_at`` (0-based; 0 = never decays), ``lr *
+    lr_decay_factor`` from it on (``MultiStepLR``, stepped once per training step); None when constant."""
+    if not config.lr_decay_at:
+        return None
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[config.lr_decay_at],
+                                                gamma=config.lr_decay_factor)
 
 
 # ----------------------------------------------------------------------------- training
@@ -240,23 +251,6 @@ def _check_config(config: SegmenterConfig) -> None:
         raise UserError("segmenter log_every must be >= 1 and image_size >= 16")
 
 
-def _config_dict(config: SegmenterConfig) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
-
-
-def _check_resume(state: dict[str, Any], config: SegmenterConfig, num_classes: int, seed: int,
-                  path: Path) -> None:
-    now = _config_dict(config)
-    changed = [k for k in now if k not in RESUMABLE_FIELDS and state["config"].get(k) != now[k]]
-    changed += [name for name, old, new in (("num_classes", state["num_classes"], num_classes),
-                                            ("seed", state["seed"], seed)) if old != new]
-    if changed:
-        raise UserError(f"{path} was written by a different segmenter run (changed: {', '.join(changed)}); "
-                        "delete it or restore those settings")
-    if state["step"] > config.steps:
-        raise UserError(f"{path} is at step {state['step']}, past the configured {config.steps} steps")
-
-
 def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, stats: StatsLog | None = None,
                     progress: bool = True, checkpoint_dir: Path | None = None,
                     device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -264,95 +258,65 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
 
     The model is initialised from the global torch RNG seeded with ``seed`` and the pairs are
     drawn from a ``torch.Generator`` seeded with ``seed + PAIR_SEED_OFFSET``; both run inside
-    ``torch.random.fork_rng``, so the caller's RNG state is left untouched. Every
-    ``log_every`` steps a ``phase="segmenter"`` row (loss terms, lr, training-batch pixel
-    accuracy, it/s, share of time spent drawing pairs) goes to ``stats``. With
-    ``checkpoint_dir``, a checkpoint (model, optimiser, step, both RNG states) is written every
-    ``checkpoint_every`` steps and at the end; if one is there at the start, training continues
-    from it and ends bit-identical (on CPU) to an uninterrupted run.
+    ``torch.random.fork_rng``, so the caller's RNG state is left untouched. The loop is
+    ``methods.common.loop``'s: stage ``"segmenter"``, a snapshot ``checkpoint_dir/segmenter.pt``
+    (e.g. ``ctx.checkpoint_dir("segmenter")``; None = not resumable) every ``checkpoint_every``
+    steps and at the end, continued bit-identically (on CPU) when one is there, a stop with the
+    last finite snapshot on a NaN/inf loss, and every ``log_every`` steps a ``phase="segmenter"``
+    row in ``stats`` (window means of the loss terms and the training-batch pixel accuracy, lr,
+    it/s, peak memory, share of time spent drawing pairs).
     """
-    from tqdm import tqdm
-
     _check_config(config)
-    device = torch.device(device)
+    device = resolve_device(device)
     num_classes = int(source.num_classes)
-    path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    state = torch.load(path, map_location="cpu", weights_only=True) if path is not None and path.is_file() else None
-    if state is not None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"{path}: unknown segmenter checkpoint format {state.get('format')!r}; delete it")
-        _check_resume(state, config, num_classes, seed, path)
-    cuda = device.type == "cuda"
-    with torch.random.fork_rng(devices=[device] if cuda else []):
+    settings = {**{k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_FIELDS},
+                "num_classes": num_classes, "seed": seed}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model, info = build_segmenter(config, num_classes, load_pretrained=state is None)
+        model, info = build_segmenter(config, num_classes, load_pretrained=False)
         model.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas))
+        scheduler = lr_scheduler(config, optimizer)
         pair_rng = torch.Generator().manual_seed(seed + PAIR_SEED_OFFSET)
-        step = 0
-        if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            pair_rng.set_state(state["pair_rng"])
-            torch.set_rng_state(state["torch_rng"])
-            if cuda and "cuda_rng" in state:
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
-            step = int(state["step"])
-            info["backbone_weights"] = state["info"]["backbone_weights"]
-        start_step, t_start = step, time.perf_counter()
-        info.update(seed=seed, resumed_from_step=start_step if state is not None else None)
+        snap = Snapshot(STAGE, checkpoint_dir, settings, modules={"model": model}, optimizers={"opt": optimizer},
+                        schedulers={"lr": scheduler} if scheduler else {}, generators={"pairs": pair_rng},
+                        get_extra=lambda: {"backbone_weights": info["backbone_weights"]},
+                        set_extra=lambda extra: info.update(extra), device=device)
+        if not snap.resume(config.steps):
+            _load_pretrained(model, config)  # a fresh start: the ImageNet backbone, if any
+        info["seed"] = seed
+        at_least = bool(getattr(source, "keep_surplus", False))
+        last: dict[str, Any] = {}
 
-        def save() -> None:
-            payload = {"format": CHECKPOINT_FORMAT, "step": step, "seed": seed, "num_classes": num_classes,
-                       "config": _config_dict(config), "info": {"backbone_weights": info["backbone_weights"]},
-                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "pair_rng": pair_rng.get_state(), "torch_rng": torch.get_rng_state()}
-            if cuda:
-                payload["cuda_rng"] = torch.cuda.get_rng_state(device)
-            save_atomic(path, payload)
-
-        model.train()
-        last: dict[str, float] = {}
-        window_t0, window_steps, pair_seconds = time.perf_counter(), 0, 0.0
-        bar = tqdm(total=config.steps, initial=step, desc=f"segmenter ({config.arch})", disable=not progress,
-                   dynamic_ncols=True)
-        while step < config.steps:
+        def step(_: int) -> dict[str, torch.Tensor]:
             t0 = time.perf_counter()
             with torch.no_grad():
                 images, labels = source.pairs(config.batch_size, pair_rng)
-            check_pairs(images, labels, num_classes, config.batch_size,
-                        at_least=bool(getattr(source, "keep_surplus", False)))
-            pair_seconds += time.perf_counter() - t0
+            check_pairs(images, labels, num_classes, config.batch_size, at_least=at_least)
+            timing["pairs"] += time.perf_counter() - t0
             x = model_input(images.to(device), config.image_size)
             y = _resize_labels(labels.to(device), config.image_size)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(config, step)
+            last["lr"] = optimizer.param_groups[0]["lr"]
             logits = model_logits(model, x)
             loss, terms = segmentation_loss(logits, y, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            step += 1
-            window_steps += 1
-            bar.update(1)
-            if step % config.log_every == 0 or step == config.steps:
-                elapsed = time.perf_counter() - window_t0
-                last = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-                if not all(math.isfinite(v) for v in last.values()):
-                    raise FloatingPointError(f"segmenter loss is not finite at step {step}: {last}")
-                last["pixel_acc"] = (logits.detach().argmax(1) == y).float().mean().item()
-                row = {"phase": "segmenter", "step": step, **last, "lr": lr_at(config, step - 1),
-                       "it_s": window_steps / elapsed, "pair_time_frac": pair_seconds / elapsed}
-                if stats is not None:
-                    stats.write(**row)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['pixel_acc']:.3f}")
-                window_t0, window_steps, pair_seconds = time.perf_counter(), 0, 0.0
-            if path is not None and ((config.checkpoint_every and step % config.checkpoint_every == 0)
-                                     or step == config.steps):
-                save()
-        bar.close()
-    seconds = time.perf_counter() - t_start
-    info.update(steps=step, steps_this_call=step - start_step, train_seconds=round(seconds, 3),
-                it_s=(step - start_step) / seconds if step > start_step and seconds > 0 else None,
-                final=last or None)
+            last["terms"] = {"loss": loss, **terms, "pixel_acc": (logits.detach().argmax(1) == y).float().mean()}
+            return last["terms"]
+
+        def on_log() -> dict[str, float]:
+            now = time.perf_counter()
+            row = {"lr": last["lr"], "pair_time_frac": timing["pairs"] / max(now - timing["t0"], 1e-9)}
+            timing.update(pairs=0.0, t0=now)
+            return row
+
+        model.train()
+        timing = {"pairs": 0.0, "t0": time.perf_counter()}  # seconds spent drawing pairs in this stats window
+        report = run_steps(snap, config.steps, step, log_every=config.log_every,
+                           checkpoint_every=config.checkpoint_every, stats=stats, progress=progress,
+                           desc=f"segmenter ({config.arch})", on_log=on_log)
+    info.update(steps=report["steps"], steps_this_call=report["steps_this_call"],
+                resumed_from_step=report["resumed_from_step"], train_seconds=report["seconds"],
+                it_s=report["it_s"], final={k: float(v.detach()) for k, v in last["terms"].items()} if last else None)
     return model.eval(), info

@@ -126,20 +126,19 @@ class GANSegConfig:
     # ----- segmenter on generated pairs (train_seg.py: DeepLabV3-ResNet50, 10 epochs of 64k pairs
     # = 10k x 64, Adam 3e-4, 0.5 CE + 0.5 per-image Dice)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
-    # ----- bookkeeping
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # ----- bookkeeping (the device is the run's: --device, FitContext.device)
     log_every: int = 25  # stats.jsonl row every N generator steps
     sample_every: int = 1000  # sample grid (images, points, masks) every N steps (0 = only at the end)
-    checkpoint_every: int = 500  # training checkpoint every N steps (0 = only at the end)
+    checkpoint_every: int = 500  # training snapshot every N steps (0 = only at the end)
     preload_max_mb: int = 2048  # keep the training images in memory (uint8) when they fit
-    # torch CPU threads during fit/predict/sample (0 = leave torch's setting). Tiny networks on a
-    # busy machine run many times faster on one thread than on several contended ones.
+    # torch CPU threads during fit/predict/sample (0 = leave torch's setting; --threads wins during
+    # fit). Tiny networks on a busy machine run many times faster on one thread than on several.
     num_threads: int = 0
 
 
 # Fields that may differ between an interrupted run and its continuation.
-RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "device", "preload_max_mb",
-                    "num_threads", "segmenter")
+RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "preload_max_mb", "num_threads",
+                    "segmenter")
 
 # Per-dataset values of the released runs (see the module docstring), keyed by dataset name.
 _SIX_STAGES = {"generator.resolutions": (32, 32, 64, 64, 128, 128),

@@ -8,11 +8,7 @@ import torch
 
 from segbench.benchmark.figures import (colour, draw_dots, overlay_labels, save_png, tile_grid, upscale,
                                         upscale_factor)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float images -> uint8 (same shape)."""
-    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+from segbench.methods.common.images import signed_to_uint8
 
 
 def _pixels(coords: np.ndarray, size: int, scale: int) -> np.ndarray:
@@ -22,7 +18,7 @@ def _pixels(coords: np.ndarray, size: int, scale: int) -> np.ndarray:
 
 def _sample_tiles(images: torch.Tensor, masks: torch.Tensor, points: torch.Tensor | None,
                   centres: torch.Tensor | None, n_per: int, min_side: int = 128) -> list[torch.Tensor]:
-    imgs = to_uint8(images)
+    imgs = signed_to_uint8(images)
     masks = masks.detach().float().cpu()
     size = imgs.shape[-1]
     scale = upscale_factor(*imgs.shape[-2:], min_side=min_side)

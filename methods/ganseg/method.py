@@ -3,7 +3,8 @@
 ``fit``: train the hierarchical GAN on the images (``train.train_gan``), then a supervised
 segmenter on image/mask pairs streamed from the frozen generator in eval mode (label = argmax
 over [background, parts]; ``methods.common.segmenter``). ``predict`` runs that segmenter on
-real images. Both stages keep resumable checkpoints under ``workdir/checkpoints``.
+real images. Both stages run on ``ctx.device`` and keep resumable snapshots in
+``ctx.checkpoint_dir("gan")`` and ``ctx.checkpoint_dir("segmenter")``.
 
 For the latent-direction method: ``latent_dim``, ``sample_latent`` and
 ``generate_from_latent(z)``. The latent is ``[z_point | z_app | z_bg | n_u]`` (3 x noise_dim + 2,
@@ -17,17 +18,15 @@ from typing import Any
 
 import torch
 
-from segbench.benchmark.records import StatsLog, write_json
 from segbench.methods.base import PARTS, SAMPLES, Method
-from segbench.methods.context import FitContext
+from segbench.methods.common.images import signed_to_uint8
 from segbench.methods.common.pairs import FunctionPairSource
 from segbench.methods.common.runtime import torch_threads
 from segbench.methods.common.segmenter import build_segmenter, segment, train_segmenter
+from segbench.methods.context import FitContext
 from segbench.methods.ganseg.config import DATASET_PRESETS, PRESETS, GANSegConfig, validate
 from segbench.methods.ganseg.generator import GANSegGenerator
-from segbench.methods.ganseg.train import build_networks, resolve_device, train_gan
-
-SEGMENTER_CHECKPOINTS = Path("checkpoints") / "segmenter"
+from segbench.methods.ganseg.train import build_networks, train_gan
 
 
 class GANSeg(Method):
@@ -41,52 +40,44 @@ class GANSeg(Method):
     def __init__(self, config: GANSegConfig | None = None) -> None:
         super().__init__(config)
         validate(self.config)
-        self.progress = True
         self.generator: GANSegGenerator | None = None
         self.segmenter: torch.nn.Module | None = None
         self.fit_info: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- training
     def fit(self, train_images, ctx: FitContext) -> None:
-        self.progress = ctx.progress
-        with torch_threads(self.config.num_threads):
-            self._fit(train_images, Path(ctx.run_dir), ctx.seed)
+        with torch_threads(ctx.num_threads or self.config.num_threads):
+            generator, gan_info = train_gan(self.config, train_images, ctx)
+            self.generator = generator.eval()
+            self.fit_info = {"gan": gan_info, "segmenter": self._fit_segmenter(ctx)}
+        ctx.save_info(self.fit_info)
 
-    def _fit(self, train_images, workdir: Path, seed: int) -> None:
-        stats = StatsLog(workdir / "stats.jsonl")
-        generator, gan_info = train_gan(self.config, train_images, workdir=workdir, seed=seed, stats=stats,
-                                        progress=self.progress)
-        self.generator = generator.eval()
-        self.fit_info = {"gan": gan_info, "segmenter": self._fit_segmenter(workdir, seed, stats)}
-        write_json(workdir / "ganseg_fit_info.json", self.fit_info)
-
-    def _fit_segmenter(self, workdir: Path, seed: int, stats: StatsLog) -> dict[str, Any]:
-        """Stage 2: the segmenter on pairs streamed from the frozen generator."""
+    def _fit_segmenter(self, ctx: FitContext) -> dict[str, Any]:
+        """Stage 2: the segmenter on pairs streamed from the frozen generator (both on ctx.device)."""
         source = FunctionPairSource(self.num_parts + 1, self._pairs)
-        self.segmenter, seg_info = train_segmenter(self.config.segmenter, source, seed=seed, stats=stats,
-                                                   progress=self.progress, checkpoint_dir=workdir / SEGMENTER_CHECKPOINTS,
-                                                   device=resolve_device(self.config.device))
+        self.generator.to(ctx.device)
+        self.segmenter, seg_info = train_segmenter(self.config.segmenter, source, seed=ctx.seed, stats=ctx.stats,
+                                                   progress=ctx.progress, checkpoint_dir=ctx.checkpoint_dir("segmenter"),
+                                                   device=ctx.device)
         self.segmenter.cpu().eval()
         self.generator.cpu()
         return seg_info
 
     @classmethod
-    def from_official_checkpoint(cls, path: Path, base_config: GANSegConfig, *, workdir: Path, seed: int,
-                                 segmenter: Path | None = None, parameters: Path | None = None,
-                                 progress: bool = True) -> tuple["GANSeg", dict[str, Any]]:
+    def from_official_checkpoint(cls, path: Path, base_config: GANSegConfig, ctx: FitContext, *,
+                                 segmenter: Path | None = None,
+                                 parameters: Path | None = None) -> tuple["GANSeg", dict[str, Any]]:
         """The authors' released GAN (and segmenter) files as a fitted method (``importer``);
-        without a segmenter file, stage 2 runs here with ``base_config.segmenter``."""
+        without a segmenter file, stage 2 runs here with ``base_config.segmenter`` in ``ctx``."""
         from segbench.methods.ganseg.importer import import_official
 
         config, generator, seg_model, info = import_official(path, base_config, segmenter_path=segmenter,
                                                              parameters_path=parameters)
         method = cls(config)
-        method.progress = progress
         method.generator, method.segmenter = generator, seg_model
         if seg_model is None:
-            with torch_threads(config.num_threads):
-                info["segmenter_trained_here"] = method._fit_segmenter(Path(workdir), seed,
-                                                                       StatsLog(Path(workdir) / "stats.jsonl"))
+            with torch_threads(ctx.num_threads or config.num_threads):
+                info["segmenter_trained_here"] = method._fit_segmenter(ctx)
         return method, info
 
     @torch.no_grad()
@@ -113,7 +104,7 @@ class GANSeg(Method):
         z = self.sample_latent(n, torch.Generator().manual_seed(seed))
         with torch_threads(self.config.num_threads):
             images, _ = self.generate_from_latent(z)
-        return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return signed_to_uint8(images)
 
     # ----------------------------------------------------------------- latent interface
     @property

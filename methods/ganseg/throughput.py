@@ -17,13 +17,13 @@ import json
 import platform
 import resource
 import sys
-import tempfile
 import time
 
 import torch
 
 from segbench.benchmark.config import parse_set_args
 from segbench.benchmark.errors import UserError
+from segbench.methods.context import FitContext, resolve_device
 
 
 class RandomImages(torch.utils.data.Dataset):
@@ -37,19 +37,18 @@ class RandomImages(torch.utils.data.Dataset):
         return torch.rand(3, self.size, self.size, generator=torch.Generator().manual_seed(index))
 
 
-def measure(config, steps: int, warmup: int) -> dict:
+def measure(config, steps: int, warmup: int, device: str = "auto") -> dict:
     from segbench.methods.ganseg.train import train_gan
 
     images = RandomImages(max(4 * config.batch_size, 64), config.image_size)
-    with tempfile.TemporaryDirectory() as tmp:
-        # Warm-up run: first-call allocations and kernel selection are not steady-state speed.
-        warm = dataclasses.replace(config, steps=warmup, log_every=max(warmup, 1), checkpoint_every=0, sample_every=0)
-        if warmup:
-            train_gan(warm, images, workdir=f"{tmp}/warm", seed=0, progress=False)
-        timed = dataclasses.replace(config, steps=steps, log_every=steps, checkpoint_every=0, sample_every=0)
-        t0 = time.perf_counter()
-        _, info = train_gan(timed, images, workdir=f"{tmp}/timed", seed=0, progress=False)
-        wall = time.perf_counter() - t0
+    ctx = FitContext(seed=0, device=resolve_device(device), progress=False)  # no run folder: nothing saved
+    # Warm-up run: first-call allocations and kernel selection are not steady-state speed.
+    if warmup:
+        train_gan(dataclasses.replace(config, steps=warmup, log_every=max(warmup, 1)), images, ctx)
+    timed = dataclasses.replace(config, steps=steps, log_every=steps)
+    t0 = time.perf_counter()
+    _, info = train_gan(timed, images, ctx)
+    wall = time.perf_counter() - t0
     return {"image_size": config.image_size, "batch_size": config.batch_size, "steps_timed": steps,
             "s_per_it": round(info["gan_seconds"] / steps, 4), "it_s": round(steps / info["gan_seconds"], 4),
             "wall_s_incl_setup": round(wall, 2),
@@ -69,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the config's / torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     try:
         config = GANSeg.config_for(args.preset, parse_set_args(args.set))
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(threads)
         if args.steps < 1:
             raise UserError("--steps must be >= 1")
-        row = {"preset": args.preset, "overrides": args.set, **measure(config, args.steps, args.warmup)}
+        row = {"preset": args.preset, "overrides": args.set, **measure(config, args.steps, args.warmup, args.device)}
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,8 @@ appendix A.1.1 quotes lr 0.05 / lambda 5 / 1000 steps instead):
 
 with s = +1 for the light direction v_l (centre brighter) and s = -1 for the dark one v_d.
 Adam lr 5e-3, 300 steps of batch 32, v initialised as randn * 0.1 and renormalised to unit
-length after every step (``models/latent_shift_model.py:30``).
+length after every step (``models/latent_shift_model.py:30``). The search runs on the training
+loop core (``methods.common.loop``): each direction is a resumable training stage.
 
 Two switches keep this project's earlier reading (audit rows 3 and 6):
 ``normalise_in_forward=False`` shifts by the raw parameter v (unit only after each step), so the
@@ -23,13 +24,16 @@ one scalar r per code, as the paper's scalar epsilon (Table 8) reads.
 """
 from __future__ import annotations
 
-import math
-import time
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from pathlib import Path
+from typing import Any, Literal, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from segbench.methods.common.loop import Snapshot, run_steps
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R BT.601 luma, as in the reference code
 RADIAL_SCALE = 4.0
@@ -54,6 +58,11 @@ class DirectionConfig:
     radial_weight: float = 2.0  # lambda_c of Eq. 1 (sign flipped for the dark direction)
     sobel_weight: float = 10.0
     log_every: int = 10
+    checkpoint_every: int = 100  # training snapshot every N steps (0 = only at the end)
+
+
+# Fields a snapshot may disagree on: they do not change the result.
+RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every")
 
 
 def gray(images: torch.Tensor) -> torch.Tensor:
@@ -116,33 +125,65 @@ def shift_loss(generator: Any, z: torch.Tensor, r: torch.Tensor, v: torch.Tensor
     return direction_loss(images, shifted, sign, cfg)
 
 
-def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, seed: int,
-                       log: Callable[[dict[str, Any]], None] | None = None) -> tuple[torch.Tensor, list[float]]:
-    """Optimise one unit direction for ``generator`` (a GeneratorAdapter); returns (v, loss per step).
+class DirectionParameter(nn.Module):
+    """The searched vector v as a module, so a training snapshot keeps it (and refuses NaNs)."""
 
-    ``sign`` = +1 gives v_l (foreground lighter), -1 gives v_d. Every random number comes from
-    a generator seeded with ``seed``, so the result is reproducible.
+    def __init__(self, v: torch.Tensor) -> None:
+        super().__init__()
+        self.v = nn.Parameter(v)
+
+
+class DirectionResult(NamedTuple):
+    v: torch.Tensor  # unit vector [z_dim], on the CPU
+    losses: list[float]  # the loss of every step
+    report: dict[str, Any]  # run_steps' report (steps_this_call == 0: loaded from a finished snapshot)
+
+
+def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, seed: int, stage: str = "direction",
+                       checkpoint_dir: Path | None = None, settings: Mapping[str, Any] | None = None,
+                       stats: Any = None, progress: bool = False,
+                       device: str | torch.device = "cpu") -> DirectionResult:
+    """Optimise one unit direction for ``generator`` (a GeneratorAdapter) on ``device``.
+
+    ``sign`` = +1 gives v_l (foreground lighter), -1 gives v_d. Codes, shifts and v0 come from a
+    CPU ``torch.Generator`` seeded with ``seed`` (moved to ``device``), and the global RNG is
+    seeded with it inside ``fork_rng``, so the result is reproducible. A resumable training
+    stage (``methods.common.loop``): with ``checkpoint_dir`` a snapshot ``<stage>.pt`` is written
+    every ``cfg.checkpoint_every`` steps and at the end, and a finished one is loaded instead of
+    recomputed; ``settings`` is what else it must agree on (the generator's identity). Stats
+    rows (``phase=stage``) every ``cfg.log_every`` steps go to ``stats``.
     """
-    rng = torch.Generator().manual_seed(seed)
-    v = (cfg.init_scale * torch.randn(generator.z_dim, generator=rng)).requires_grad_()
-    optimiser = torch.optim.Adam([v], lr=cfg.lr)
-    losses: list[float] = []
-    window_t0, last_logged = time.perf_counter(), 0
-    for step in range(1, cfg.steps + 1):
-        z = generator.sample_z(cfg.batch_size, rng)
-        r = sample_shifts(cfg.batch_size, generator.z_dim, cfg, rng)
-        loss, terms = shift_loss(generator, z, r, v, sign, cfg)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        with torch.no_grad():
-            v /= v.norm()  # the search space is the unit sphere (official :30, after_train_iter)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise FloatingPointError(f"direction loss is not finite at step {step}")
-        losses.append(value)
-        if log is not None and (step == 1 or step % cfg.log_every == 0 or step == cfg.steps):
-            elapsed = time.perf_counter() - window_t0
-            log({"step": step, "loss": value, **terms, "it_s": (step - last_logged) / elapsed})
-            window_t0, last_logged = time.perf_counter(), step
-    return v.detach().clone(), losses
+    device = torch.device(device)
+    keep = {"sign": sign, "seed": seed, "z_dim": generator.z_dim, **(settings or {}),
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_FIELDS}}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # for generators that draw noise from the global RNG
+        rng = torch.Generator().manual_seed(seed)
+        direction = DirectionParameter((cfg.init_scale * torch.randn(generator.z_dim, generator=rng)).to(device))
+        optimiser = torch.optim.Adam(direction.parameters(), lr=cfg.lr)
+        losses: list[float] = []  # one per step, kept in the snapshot
+
+        def set_losses(extra: dict[str, Any]) -> None:
+            losses[:] = extra["losses"]
+
+        snap = Snapshot(stage, checkpoint_dir, keep, modules={"direction": direction}, optimizers={"adam": optimiser},
+                        generators={"codes": rng}, get_extra=lambda: {"losses": list(losses)}, set_extra=set_losses,
+                        device=device)
+        snap.resume(cfg.steps)
+        v = direction.v
+
+        def step(_: int) -> dict[str, Any]:
+            z = generator.sample_z(cfg.batch_size, rng).to(device)
+            r = sample_shifts(cfg.batch_size, generator.z_dim, cfg, rng).to(device)
+            loss, terms = shift_loss(generator, z, r, v, sign, cfg)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                v.div_(v.norm())  # the search space is the unit sphere (official :30, after_train_iter)
+            losses.append(loss.item())
+            return {"loss": losses[-1], **terms}
+
+        report = run_steps(snap, cfg.steps, step, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
+                           stats=stats, progress=progress, desc=stage.replace("_", " "))
+    return DirectionResult(v.detach().cpu().clone(), losses, report)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from segbench.benchmark.figures import GRID_PAD, overlay_labels, save_png, tile_grid
+from segbench.methods.common.images import signed_to_uint8
 
 TILE = 96  # figure tiles are upscaled to this side so 32-64 px generators stay readable
 
@@ -21,7 +22,7 @@ def _resize(x: torch.Tensor) -> torch.Tensor:
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
     """[-1, 1] images ``[n,3,h,w]`` -> uint8 ``[n,3,TILE,TILE]``."""
-    return _resize(((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+    return _resize(signed_to_uint8(images))
 
 
 def _mask_tile(mask: torch.Tensor) -> torch.Tensor:

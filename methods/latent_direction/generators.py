@@ -7,7 +7,9 @@ can be downloaded here), so it only ever talks to a ``GeneratorAdapter``:
 - ``sample_z(n, seed)``: ``n`` codes ``[n, D]`` from the generator's code distribution
   (``seed`` is an int or a ``torch.Generator``, so a pair stream can draw from its own RNG);
 - ``generate(z)``: images ``[n, 3, H, W]`` in [-1, 1], differentiable with respect to ``z``
-  (the direction search back-propagates through it); the weights are frozen;
+  (the direction search back-propagates through it); the weights are frozen. Codes may come on
+  the CPU or on the run's device; the built-in adapters move them to the device their weights
+  are on (``build_pretrained_generator(cfg, device)``) and return images there;
 - ``describe()``: a JSON-able dict for the run record (which generator, what data it saw).
 
 Implementations (``GeneratorConfig.kind``; the default ``auto`` picks ``ganseg_run`` when
@@ -22,7 +24,8 @@ Implementations (``GeneratorConfig.kind``; the default ``auto`` picks ``ganseg_r
   string, possibly empty); it returns either an adapter (an object with ``z_dim`` and
   ``generate``, optionally ``sample_z`` and ``describe``) or a ``torch.nn.Module`` with a
   ``z_dim`` attribute mapping ``[n, z_dim]`` codes to images in [-1, 1]. Codes are N(0, I)
-  unless the object has its own ``sample_z``.
+  unless the object has its own ``sample_z``. A module is moved to the run's device; an adapter
+  object gets its codes on that device.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import torch
 from torch import nn
 
 from segbench.benchmark.errors import UserError
+from segbench.methods.context import final_checkpoint_dir
 
 FACE_PACKAGE = "gan_face_generate"
 FACE_DISTRIBUTION = "gan-face-generate"
@@ -47,7 +51,7 @@ FACE_Z_DIM, FACE_WIDTH, FACE_SIZE = 100, 64, 64  # the package's DCGAN: nz=100, 
 class GeneratorConfig:
     # "auto": ganseg_run when ``run`` is set, custom when ``target`` is set, otherwise train.
     kind: Literal["auto", "train", "face_dcgan", "ganseg_run", "custom"] = "auto"
-    run: str = ""  # ganseg_run: a GANSeg run directory (with checkpoints/final)
+    run: str = ""  # ganseg_run: a GANSeg run directory (one with a fitted method)
     target: str = ""  # custom: "module:callable"
     checkpoint: str = ""  # custom: passed to the callable
     # kind="train": a DCGAN on the fit images. Not from the paper (its GANs were pretrained
@@ -80,10 +84,15 @@ def _rng(seed: int | torch.Generator) -> torch.Generator:
 
 
 class ModuleGenerator:
-    """Adapter around a frozen ``nn.Module`` mapping N(0, I) codes ``[n, z_dim]`` to [-1, 1] images."""
+    """Adapter around a frozen ``nn.Module`` mapping N(0, I) codes ``[n, z_dim]`` to [-1, 1] images;
+    the module is moved to ``device`` (default: where its weights are)."""
 
-    def __init__(self, module: nn.Module, z_dim: int, description: dict[str, Any]) -> None:
+    def __init__(self, module: nn.Module, z_dim: int, description: dict[str, Any],
+                 device: str | torch.device | None = None) -> None:
+        if device is not None:
+            module.to(device)
         self.module = module.eval().requires_grad_(False)
+        self.device = next(module.parameters()).device
         self.z_dim = int(z_dim)
         self._description = description
 
@@ -91,7 +100,7 @@ class ModuleGenerator:
         return torch.randn(n, self.z_dim, generator=_rng(seed))
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self.module(z)
+        return self.module(z.to(self.device))
 
     def describe(self) -> dict[str, Any]:
         return dict(self._description)
@@ -114,7 +123,7 @@ def face_weights_path() -> Path:
     return path
 
 
-def load_face_dcgan() -> ModuleGenerator:
+def load_face_dcgan(device: str | torch.device = "cpu") -> ModuleGenerator:
     from importlib.metadata import PackageNotFoundError, version
 
     from segbench.methods.latent_direction.dcgan import DCGANGenerator
@@ -133,7 +142,7 @@ def load_face_dcgan() -> ModuleGenerator:
         "z_dim": FACE_Z_DIM,
         "trained_on": "DigiFace-1M (rendered synthetic faces), per the package's description; "
                       "no image of the protocol",
-    })
+    }, device=device)
 
 
 # ----------------------------------------------------------------------------- GANSeg run
@@ -141,16 +150,18 @@ def load_face_dcgan() -> ModuleGenerator:
 class GANSegGenerator:
     """A trained GANSeg run's generator; the code is the concatenation of its noise vectors."""
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, device: str | torch.device = "cpu") -> None:
         from segbench.methods import METHODS
 
         run = Path(run_dir)
-        final = run / "checkpoints" / "final"
+        final = final_checkpoint_dir(run)
         if not final.is_dir():
-            raise UserError(f"generator.run={run_dir}: no GANSeg checkpoint at {final} (a run directory of "
-                            "`python -m benchmark run --method ganseg ...` has checkpoints/final)")
+            raise UserError(f"generator.run={run_dir}: no GANSeg checkpoint at {final} (expected the run "
+                            "directory of a finished `python -m benchmark run --method ganseg ...`)")
         self.method = METHODS.get("ganseg").load(final)
-        self.method.generator.eval().requires_grad_(False)  # frozen: only the direction is optimised
+        self.device = torch.device(device)
+        # Frozen: only the direction is optimised.
+        self.method.generator.to(self.device).eval().requires_grad_(False)
         self.z_dim = int(self.method.latent_dim)
         self.run_dir = str(run.resolve())
 
@@ -158,6 +169,7 @@ class GANSegGenerator:
         return self.method.sample_latent(n, _rng(seed))
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
+        z = z.to(self.device)
         with torch.enable_grad() if z.requires_grad else torch.no_grad():
             images = self.method.generate_from_latent(z)[0].to(z.device)
         if z.requires_grad and not images.requires_grad:
@@ -182,7 +194,7 @@ class GANSegGenerator:
 class CustomGenerator:
     """Wraps what a user's ``module:callable`` returned into the adapter interface."""
 
-    def __init__(self, target: str, checkpoint: str) -> None:
+    def __init__(self, target: str, checkpoint: str, device: str | torch.device = "cpu") -> None:
         factory = _import_target(target)
         if checkpoint and not Path(checkpoint).exists():
             raise UserError(f"generator.checkpoint={checkpoint}: no such file")
@@ -191,8 +203,9 @@ class CustomGenerator:
         if not isinstance(z_dim, int) or z_dim < 1:
             raise UserError(f"generator.target={target}: the returned object needs an int attribute z_dim")
         if isinstance(obj, nn.Module):
-            obj.eval().requires_grad_(False)
+            obj.to(device).eval().requires_grad_(False)
         self.obj, self.z_dim, self.target, self.checkpoint = obj, z_dim, target, checkpoint
+        self.device = torch.device(device)
         self._generate: Callable[[torch.Tensor], torch.Tensor] = getattr(obj, "generate", None) or obj
 
     def sample_z(self, n: int, seed: int | torch.Generator) -> torch.Tensor:
@@ -201,7 +214,7 @@ class CustomGenerator:
         return torch.randn(n, self.z_dim, generator=_rng(seed))
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self._generate(z)
+        return self._generate(z.to(self.device))
 
     def describe(self) -> dict[str, Any]:
         own = self.obj.describe() if hasattr(self.obj, "describe") else {}
@@ -232,17 +245,18 @@ def resolved_kind(cfg: GeneratorConfig) -> str:
     return "ganseg_run" if cfg.run else "custom" if cfg.target else "train"
 
 
-def build_pretrained_generator(cfg: GeneratorConfig) -> GeneratorAdapter:
-    """The adapter for every kind except ``train`` (which needs the fit images; see method.py)."""
+def build_pretrained_generator(cfg: GeneratorConfig, device: str | torch.device = "cpu") -> GeneratorAdapter:
+    """The adapter for every kind except ``train`` (which needs the fit images; see method.py),
+    with its weights on ``device``."""
     kind = resolved_kind(cfg)
     if kind == "face_dcgan":
-        return load_face_dcgan()
+        return load_face_dcgan(device)
     if kind == "ganseg_run":
         if not cfg.run:
             raise UserError("generator.kind=ganseg_run needs generator.run=RUN_DIR (a GANSeg run directory)")
-        return GANSegGenerator(cfg.run)
+        return GANSegGenerator(cfg.run, device)
     if kind == "custom":
         if not cfg.target:
             raise UserError("generator.kind=custom needs generator.target=module:callable")
-        return CustomGenerator(cfg.target, cfg.checkpoint)
+        return CustomGenerator(cfg.target, cfg.checkpoint, device)
     raise UserError(f"generator.kind={kind!r} is not a pretrained generator kind")

@@ -212,18 +212,19 @@ class MaskedPairStream:
     @torch.no_grad()
     def draw(self, n: int, rng: torch.Generator) -> dict[str, Any]:
         """One round of ``n`` codes: images in [-1, 1], raw masks (the rule's, and for ``both`` the
-        light and dark ones the area filter checks) and the shifted images."""
+        light and dark ones the area filter checks) and the shifted images. The generator runs
+        on its own device; the round comes back on the CPU, where the filters run."""
         g = self.generator
         z = g.sample_z(n, rng)
         images = g.generate(z)
-        light = g.generate(z + self.shift * self.v_light) if self.rule != "single_dark" else None
-        dark = g.generate(z + self.shift * self.v_dark) if self.rule != "single" else None
+        light = g.generate(z + self.shift * self.v_light.to(z.device)) if self.rule != "single_dark" else None
+        dark = g.generate(z + self.shift * self.v_dark.to(z.device)) if self.rule != "single" else None
         grays = (gray(light) if light is not None else None, gray(images), gray(dark) if dark is not None else None)
-        out = {"images": images, "mask": mask_from_grays(*grays, self.rule),
-               "shifted": [x for x in (light, dark) if x is not None]}
+        out = {"images": images.cpu(), "mask": mask_from_grays(*grays, self.rule).cpu(),
+               "shifted": [x.cpu() for x in (light, dark) if x is not None]}
         cfg = self.refine_cfg
         if self.rule == "both" and cfg.enabled and cfg.area_masks == "each":  # only the area filter reads them
-            out["direction_masks"] = [mask_from_grays(*grays, "single"), mask_from_grays(*grays, "single_dark")]
+            out["direction_masks"] = [mask_from_grays(*grays, rule).cpu() for rule in ("single", "single_dark")]
         return out
 
     def filter_round(self, n: int, rng: torch.Generator) -> tuple[list[tuple[torch.Tensor, torch.Tensor]],

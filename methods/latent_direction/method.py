@@ -8,15 +8,17 @@ Generative Models" (Melas-Kyriazi, Rupprecht, Laina, Vedaldi, ICLR 2022), §3 an
    (``masks.py``), and train the UNet of appendix A.1.2 on them with the shared segmenter
    trainer (``methods.common.segmenter``). ``predict`` is that UNet: K = 1 (foreground).
 
-Run record (``workdir``): ``generator.json`` (which generator, what it saw), stats.jsonl rows
-``gan`` / ``direction`` / ``direction_summary`` (first/last loss, v_l . v_d) / ``pairs``
-(per-filter counts) / ``segmenter``, and figures ``latent_shift_strip.png`` and
-``generated_pairs.png``. Each stage resumes: the GAN and the segmenter from their training
-checkpoints, the directions from ``directions.pt``, all under ``checkpoints/training``.
+Everything runs on ``ctx.device``; predictions come back on the images' device. Run record:
+``fit_info.json`` (``ctx.save_info``: which generator and what it saw, the direction summary,
+pair counts, the segmenter's report), stats.jsonl rows ``generator`` / ``dcgan`` /
+``direction_light`` / ``direction_dark`` / ``direction_summary`` (first/last loss, v_l . v_d) /
+``pairs`` (per-filter counts) / ``segmenter``, and figures ``latent_shift_strip.png`` and
+``generated_pairs.png`` (``ctx.figures_dir``). Each stage is a resumable training stage
+(``ctx.checkpoint_dir``: ``dcgan``, ``direction_light``, ``direction_dark``, ``segmenter``): a
+finished stage is loaded, an interrupted one continues where it stopped.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -26,10 +28,10 @@ from typing import Any, Literal
 import torch
 
 from segbench.benchmark.errors import UserError
-from segbench.benchmark.records import StatsLog
 from segbench.methods.base import PARTS, Method
-from segbench.methods.context import FitContext
+from segbench.methods.common.runtime import torch_threads
 from segbench.methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
+from segbench.methods.context import FitContext
 from segbench.methods.latent_direction.directions import DirectionConfig, optimise_direction
 from segbench.methods.latent_direction.generators import (GeneratorConfig, ModuleGenerator, build_pretrained_generator,
                                                  resolved_kind)
@@ -37,8 +39,10 @@ from segbench.methods.latent_direction.masks import MASK_RULES, MaskedPairStream
 
 log = logging.getLogger("segbench")
 
-DIRECTIONS_FILE = "directions.pt"
+SEGMENTER_STAGE = "segmenter"
 LIGHT_SEED_OFFSET, DARK_SEED_OFFSET, FIGURE_SEED_OFFSET = 1, 2, 3
+# (name, sign of Eq. 1's lambda, seed offset): v_l makes the centre lighter, v_d darker.
+DIRECTIONS = (("light", 1.0, LIGHT_SEED_OFFSET), ("dark", -1.0, DARK_SEED_OFFSET))
 N_FIGURE_PAIRS = 32
 
 
@@ -111,7 +115,6 @@ class LatentDirection(Method):
 
     def __init__(self, config: LatentDirectionConfig | None = None) -> None:
         super().__init__(config)
-        self.progress = True
         if self.config.num_parts != 1:
             raise UserError(f"latent_direction segments foreground only (num_parts=1), got {self.config.num_parts}")
         if self.config.mask_rule not in MASK_RULES:
@@ -122,16 +125,16 @@ class LatentDirection(Method):
         self.v_light: torch.Tensor | None = None
         self.v_dark: torch.Tensor | None = None
 
-    # ----- generator -----------------------------------------------------------------
-    def build_generator(self, train_images: Any, *, workdir: Path, seed: int, stats: StatsLog | None,
-                        progress: bool = True) -> Any:
+    # ----- generator ---------------------------------------------------------------------
+    def build_generator(self, train_images: Any, ctx: FitContext) -> Any:
+        """The generator adapter on ``ctx.device``: a pretrained one, or a DCGAN trained here on
+        ``train_images`` (resumable stage ``dcgan``)."""
         cfg = self.config.generator
         if resolved_kind(cfg) != "train":
-            return build_pretrained_generator(cfg)
+            return build_pretrained_generator(cfg, ctx.device)
         from segbench.methods.latent_direction.dcgan import train_dcgan
 
-        module, info = train_dcgan(cfg, train_images, seed=seed, stats=stats, progress=progress,
-                                   checkpoint_dir=Path(workdir) / "checkpoints" / "training")
+        module, info = train_dcgan(cfg, train_images, ctx)
         first = train_images[0]
         return ModuleGenerator(module, cfg.z_dim, {
             "kind": "train", "architecture": "DCGAN", **info,
@@ -141,30 +144,27 @@ class LatentDirection(Method):
         })
 
     # ----- directions ----------------------------------------------------------------
-    def find_directions(self, generator: Any, *, seed: int, stats: StatsLog | None,
-                        cache: Path | None = None) -> dict[str, Any]:
-        """v_l and v_d (Eq. 1 with +/- lambda); cached in ``cache`` so a resumed run reuses them."""
-        # The cache is valid for this generator (its description minus timings), seed and settings.
-        identity = {k: v for k, v in generator.describe().items() if k != "train_seconds"}
-        key = json.dumps([identity, dataclasses.asdict(self.config.direction), seed], sort_keys=True, default=str)
-        if cache is not None and cache.is_file():
-            saved = torch.load(cache, map_location="cpu", weights_only=True)
-            if saved.get("key") == key:
-                return {**saved, "from_cache": True}
-        out: dict[str, Any] = {"key": key, "z_dim": generator.z_dim, "seed": seed}
-        for name, sign, offset in (("light", 1.0, LIGHT_SEED_OFFSET), ("dark", -1.0, DARK_SEED_OFFSET)):
-            def write(row: dict[str, Any], name: str = name) -> None:
-                if stats is not None:
-                    stats.write(phase="direction", direction=name, **row)
-            v, losses = optimise_direction(generator, self.config.direction, sign=sign, seed=seed + offset, log=write)
-            out[f"v_{name}"], out[f"losses_{name}"] = v, torch.tensor(losses)
+    def find_directions(self, generator: Any, ctx: FitContext) -> dict[str, Any]:
+        """v_l and v_d (Eq. 1 with +/- lambda) on ``ctx.device``, as the resumable stages
+        ``direction_light`` and ``direction_dark``; a finished stage is loaded, not recomputed.
+        Returns the unit vectors (CPU), the per-step losses, v_l . v_d and ``from_snapshot``
+        (both stages were already finished)."""
+        identity = generator_identity(generator)
+        out: dict[str, Any] = {"z_dim": generator.z_dim, "seed": ctx.seed}
+        loaded = []
+        for name, sign, offset in DIRECTIONS:
+            stage = f"direction_{name}"
+            found = optimise_direction(generator, self.config.direction, sign=sign, seed=ctx.seed + offset,
+                                       stage=stage, checkpoint_dir=ctx.checkpoint_dir(stage),
+                                       settings={"generator": identity}, stats=ctx.stats, progress=ctx.progress,
+                                       device=ctx.device)
+            out[f"v_{name}"], out[f"losses_{name}"] = found.v, torch.tensor(found.losses)
+            loaded.append(found.report["steps_this_call"] == 0 and found.report["resumed_from_step"] is not None)
         out["dot"] = float(out["v_light"] @ out["v_dark"])
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(out, cache)
+        out["from_snapshot"] = all(loaded)
         return out
 
-    def pair_stream(self, generator: Any, stats: StatsLog | None = None) -> MaskedPairStream:
+    def pair_stream(self, generator: Any, stats: Any = None) -> MaskedPairStream:
         cfg = self.config
         return MaskedPairStream(generator, self.v_light, self.v_dark, rule=cfg.mask_rule, shift=cfg.mask_shift,
                                 refine_cfg=cfg.refine, fill=cfg.batch_fill, max_empty_rounds=cfg.max_empty_rounds,
@@ -191,38 +191,37 @@ class LatentDirection(Method):
         from segbench.methods.latent_direction.masks import mask_from_grays
 
         g = stream.generator
-        light = gray(g.generate(z + stream.shift * stream.v_light))
-        dark = gray(g.generate(z + stream.shift * stream.v_dark))
+        light = gray(g.generate(z + stream.shift * stream.v_light.to(z.device)))
+        dark = gray(g.generate(z + stream.shift * stream.v_dark.to(z.device)))
         return mask_from_grays(light, gray(g.generate(z)), dark, stream.rule)
 
     # ----- Method interface ----------------------------------------------------------
     def fit(self, train_images: Any, ctx: FitContext) -> None:
-        progress, seed = ctx.progress, ctx.seed
-        workdir = Path(ctx.run_dir)
-        training = workdir / "checkpoints" / "training"
-        stats = StatsLog(workdir / "stats.jsonl")
-        generator = self.build_generator(train_images, workdir=workdir, seed=seed, stats=stats, progress=progress)
+        with torch_threads(ctx.num_threads):
+            self._fit(train_images, ctx)
+
+    def _fit(self, train_images: Any, ctx: FitContext) -> None:
+        generator = self.build_generator(train_images, ctx)
         description = generator.describe()
-        (workdir / "generator.json").write_text(json.dumps(description, indent=2, default=str) + "\n")
-        stats.write(phase="generator", **description)
+        ctx.log(phase="generator", **description)
         log.info("latent_direction generator: %s", description)
 
-        found = self.find_directions(generator, seed=seed, stats=stats, cache=training / DIRECTIONS_FILE)
+        found = self.find_directions(generator, ctx)
         self.v_light, self.v_dark = found["v_light"], found["v_dark"]
-        summary = {"v_light_dot_v_dark": found["dot"]}
-        for name in ("light", "dark"):
-            losses = found[f"losses_{name}"]
-            summary.update({f"{name}_loss_first": float(losses[0]) if len(losses) else None,
-                            f"{name}_loss_last": float(losses[-1]) if len(losses) else None})
-        stats.write(phase="direction_summary", **summary)
+        summary = direction_summary(found)
+        ctx.log(phase="direction_summary", **summary)
         log.info("latent_direction directions: %s", summary)
 
-        self.save_figures(generator, workdir / "figures", seed)
-        stream = self.pair_stream(generator, stats)
-        self.model, info = train_segmenter(self.config.segmenter, stream, seed=seed, stats=stats, progress=progress,
-                                           checkpoint_dir=training)
-        stats.write(phase="pairs_total", **stream.counts.as_dict())
-        stats.write(phase="segmenter_done", **{k: v for k, v in info.items() if k != "final"})
+        if ctx.figures_dir is not None:
+            self.save_figures(generator, ctx.figures_dir, ctx.seed)
+        stream = self.pair_stream(generator, ctx.stats)
+        self.model, info = train_segmenter(self.config.segmenter, stream, seed=ctx.seed, stats=ctx.stats,
+                                           progress=ctx.progress, checkpoint_dir=ctx.checkpoint_dir(SEGMENTER_STAGE),
+                                           device=ctx.device)
+        ctx.log(phase="pairs_total", **stream.counts.as_dict())
+        ctx.log(phase="segmenter_done", **{k: v for k, v in info.items() if k != "final"})
+        ctx.save_info({"generator": description, "directions": summary, "pairs": stream.counts.as_dict(),
+                       "segmenter": info, "device": str(ctx.device)})
 
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         if self.model is None:
@@ -232,7 +231,7 @@ class LatentDirection(Method):
     def state_dict(self) -> dict[str, Any]:
         if self.model is None:
             return {}
-        state = {f"segmenter.{k}": v for k, v in self.model.state_dict().items()}
+        state = {f"segmenter.{k}": v.cpu() for k, v in self.model.state_dict().items()}
         return {**state, "v_light": self.v_light, "v_dark": self.v_dark}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -243,3 +242,19 @@ class LatentDirection(Method):
         model.load_state_dict({k[len("segmenter."):]: v for k, v in state.items() if k.startswith("segmenter.")})
         self.model = model.eval()
 
+
+def generator_identity(generator: Any) -> dict[str, Any]:
+    """What a direction snapshot must agree on about its generator: its description without the
+    training report (timings, device), as plain JSON values."""
+    described = {k: v for k, v in generator.describe().items() if k != "training"}
+    return json.loads(json.dumps(described, sort_keys=True, default=str))
+
+
+def direction_summary(found: dict[str, Any]) -> dict[str, Any]:
+    """v_l . v_d and the first and last loss of each direction (the ``direction_summary`` row)."""
+    summary: dict[str, Any] = {"v_light_dot_v_dark": found["dot"], "directions_from_snapshot": found["from_snapshot"]}
+    for name, _, _ in DIRECTIONS:
+        losses = found[f"losses_{name}"]
+        summary.update({f"{name}_loss_first": float(losses[0]) if len(losses) else None,
+                        f"{name}_loss_last": float(losses[-1]) if len(losses) else None})
+    return summary

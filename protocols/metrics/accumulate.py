@@ -1,4 +1,5 @@
-"""Tiny accumulators protocols use across batches (all exact: sums and concatenations)."""
+"""The one accumulator protocols use across batches: per-image rows (features, landmarks, IoUs,
+...) under named columns, each stacked along axis 0 in arrival order (exact: concatenation)."""
 from __future__ import annotations
 
 from typing import Any
@@ -8,25 +9,8 @@ import numpy as np
 from segbench.protocols.metrics._arrays import to_numpy
 
 
-class MeanAccumulator:
-    """Mean of every value seen: ``update(values)`` adds a scalar or an array of per-image values."""
-
-    def __init__(self) -> None:
-        self.sum, self.count = 0.0, 0
-
-    def update(self, values: Any) -> None:
-        v = to_numpy(values, np.float64).reshape(-1)
-        self.sum += float(v.sum())
-        self.count += v.size
-
-    def compute(self) -> float:
-        if self.count == 0:
-            raise ValueError("no values were accumulated")
-        return self.sum / self.count
-
-
 class ConcatAccumulator:
-    """Per-image rows (features, landmarks, IoUs) stacked along axis 0 in arrival order."""
+    """Per-image rows of one column stacked along axis 0 in arrival order."""
 
     def __init__(self) -> None:
         self.chunks: list[np.ndarray] = []
@@ -41,3 +25,26 @@ class ConcatAccumulator:
         if not self.chunks:
             raise ValueError("no rows were accumulated")
         return np.concatenate(self.chunks, axis=0)
+
+
+class RowAccumulator:
+    """Named columns of per-image rows: ``add(features=..., landmarks=...)`` once per batch (every
+    call with the same columns, each the batch's length), ``rows["features"]`` for the stack."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, ConcatAccumulator] = {}
+
+    def add(self, **columns: Any) -> None:
+        if self.columns and set(columns) != set(self.columns):
+            raise ValueError(f"columns {sorted(columns)} differ from the first batch's {sorted(self.columns)}")
+        lengths = {name: len(to_numpy(rows)) for name, rows in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"columns of one batch differ in length: {lengths}")
+        for name, rows in columns.items():
+            self.columns.setdefault(name, ConcatAccumulator()).update(rows)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name].compute()

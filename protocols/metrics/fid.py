@@ -1,6 +1,6 @@
 """Fréchet Inception Distance: the numerics (no network, no torch-fidelity import).
 
-Feature extraction lives in :mod:`protocols.inception` (torch-fidelity's InceptionV3 with the
+Feature extraction lives in :mod:`segbench.feature_nets` (torch-fidelity's InceptionV3 with the
 offline TF-Inception 2015-12-05 weights). This module turns 2048-d features into Gaussian
 statistics, caches the real-image statistics on disk, and computes the distance.
 

@@ -22,7 +22,7 @@ samples pixel centres; plain ``nearest`` is off by half a pixel).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -223,8 +223,22 @@ def fg_iou_melas(pred: Any, gt_masks: Sequence[Any]) -> np.ndarray:
     return np.array(ious, dtype=np.float64)
 
 
-FG_IOU_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
-    "ganseg": fg_iou_ganseg, "redo": fg_iou_redo, "melas": fg_iou_melas}
+def fg_iou(variant: str, pred: Any, gt_masks: Sequence[Any]) -> np.ndarray:
+    """Per-image IoU in ``variant``: the one dispatch over the three functions above. ``pred`` is
+    the method's output on ``prepare_image(image, variant)``; ganseg and redo score on its grid
+    (its side is their ``size``), melas on the centre-cropped full-resolution mask."""
+    if variant == "ganseg":
+        return fg_iou_ganseg(pred, gt_masks, pred.shape[-1])
+    if variant == "redo":
+        return fg_iou_redo(pred, gt_masks, pred.shape[-1])
+    if variant == "melas":
+        return fg_iou_melas(pred, gt_masks)
+    raise ValueError(f"unknown IoU variant {variant!r}; one of {', '.join(IOU_VARIANTS)}")
+
+
+# The variants whose reported number is the plain mean of the per-image IoUs (redo averages batch
+# means, which no per-image value reproduces).
+PLAIN_MEAN_VARIANTS = ("ganseg", "melas")
 
 
 def mean_of_batch_means(values: Any, batch_size: int = REDO_BATCH_SIZE, drop_last: bool = False) -> float:

@@ -1,8 +1,9 @@
 """Landmark regression from part centres (REFERENCE 1.2) in three named variants.
 
 A protocol turns each batch of part probabilities into features with ``features_for_variant``,
-collects them (``ConcatAccumulator``), and calls ``landmark_regression_error`` (faces: one joint
-linear map) or ``per_landmark_regression_error`` (CUB-style sets with invisible landmarks).
+collects them (``RowAccumulator``), and calls ``landmark_regression_error`` (faces: one joint
+linear map; ``landmark_regression_errors`` gives its per-image values) or
+``per_landmark_regression_error`` (CUB-style sets with invisible landmarks).
 Landmarks are (x, y) = (column, row) pixel coordinates as in ``datasets.base``.
 """
 from __future__ import annotations
@@ -159,6 +160,16 @@ def _regress(fit_features, fit_landmarks, test_features, variant, image_size) ->
     return regressor.predict(test_features).reshape(-1, *fit_lm.shape[1:]) / scale
 
 
+def landmark_regression_errors(fit_features: Any, fit_landmarks: Any, test_features: Any, test_landmarks: Any,
+                               test_ref_length: Any, variant: str, test_visible: Any = None,
+                               image_size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Per test image: mean over its (visible) landmarks of the L2 error of ONE joint linear map
+    from features to all 2L landmark coordinates / ``test_ref_length``, as a fraction; NaN for an
+    image with no visible landmark. The arguments are those of ``landmark_regression_error``."""
+    pred = _regress(fit_features, fit_landmarks, test_features, variant, image_size)
+    return normalised_landmark_error(pred, test_landmarks, test_ref_length, test_visible)
+
+
 def landmark_regression_error(fit_features: Any, fit_landmarks: Any, test_features: Any, test_landmarks: Any,
                               test_ref_length: Any, variant: str, test_visible: Any = None,
                               image_size: int | tuple[int, int] | None = None) -> float:
@@ -174,8 +185,8 @@ def landmark_regression_error(fit_features: Any, fit_landmarks: Any, test_featur
     targets). Images with no visible landmark are left out of the mean.
     Tested against sklearn fits and a hand-computed case (tests/metrics/test_landmarks.py).
     """
-    pred = _regress(fit_features, fit_landmarks, test_features, variant, image_size)
-    errors = normalised_landmark_error(pred, test_landmarks, test_ref_length, test_visible)
+    errors = landmark_regression_errors(fit_features, fit_landmarks, test_features, test_landmarks,
+                                        test_ref_length, variant, test_visible, image_size)
     return float(np.nanmean(errors) * 100.0)
 
 

@@ -81,6 +81,9 @@ class SaliencyAccumulator:
         self.precision_sum = np.zeros_like(self.thresholds)
         self.recall_sum = np.zeros_like(self.thresholds)
         self.fbeta_sum = np.zeros_like(self.thresholds)
+        # Per-image values of the scores that are plain means over images (``per_image``); the
+        # reported numbers still come from the running sums above, as before.
+        self._per_image: dict[str, list[float]] = {"accuracy": [], "iou": [], "fbeta_at_0.5": []}
 
     def update(self, pred_probs: Sequence[Any] | Any, gt: Sequence[Any] | Any) -> None:
         if len(pred_probs) != len(gt):
@@ -92,13 +95,18 @@ class SaliencyAccumulator:
             prob, truth = prob.reshape(-1), truth.reshape(-1)
             hard = prob > BINARY_THRESHOLD
             union = np.count_nonzero(hard | truth)
-            self.accuracy_sum += np.count_nonzero(hard == truth) / truth.size
-            self.iou_sum += np.count_nonzero(hard & truth) / union if union else 0.0
+            accuracy = np.count_nonzero(hard == truth) / truth.size
+            iou = np.count_nonzero(hard & truth) / union if union else 0.0
+            self.accuracy_sum += accuracy
+            self.iou_sum += iou
             precision, recall = image_precision_recall(prob, truth, self.thresholds)
             self.precision_sum += precision
             self.recall_sum += recall
-            self.fbeta_sum += fbeta(precision, recall, self.beta_squared)
+            image_fbeta = fbeta(precision, recall, self.beta_squared)
+            self.fbeta_sum += image_fbeta
             self.count += 1
+            for name, value in (("accuracy", accuracy), ("iou", iou), ("fbeta_at_0.5", image_fbeta[-1])):
+                self._per_image[name].append(float(value))
 
     def compute(self) -> dict[str, float]:
         if self.count == 0:
@@ -109,6 +117,14 @@ class SaliencyAccumulator:
             curve = self.fbeta_sum / self.count
         return {"accuracy": self.accuracy_sum / self.count, "iou": self.iou_sum / self.count,
                 "max_fbeta": float(curve[:-1].max()), "fbeta_at_0.5": float(curve[-1])}
+
+
+    def per_image(self) -> dict[str, np.ndarray]:
+        """Per-image values, in update order, of the ``compute`` scores that are plain means over
+        images: ``accuracy``, ``iou`` and, with ``average="fbeta"``, ``fbeta_at_0.5`` (``max_fbeta``
+        maxes over thresholds after averaging; ``mean_pr`` builds F from averaged P and R)."""
+        names = ("accuracy", "iou", "fbeta_at_0.5") if self.average == "fbeta" else ("accuracy", "iou")
+        return {name: np.array(self._per_image[name], np.float64) for name in names}
 
 
 def saliency_metrics(pred_fg_prob: Sequence[Any] | Any, gt: Sequence[Any] | Any, **options: Any) -> dict[str, float]:

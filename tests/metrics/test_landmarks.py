@@ -6,7 +6,7 @@ from sklearn.preprocessing import StandardScaler
 
 from segbench.protocols.metrics.centres import part_centres, soft_argmax_centres_liu
 from segbench.protocols.metrics.landmarks import (REGRESSION_VARIANTS, features_for_variant, fit_landmark_regressor,
-                                         inter_ocular_distance, landmark_regression_error,
+                                         inter_ocular_distance, landmark_regression_error, landmark_regression_errors,
                                          normalised_landmark_error, per_landmark_regression_error)
 
 
@@ -113,6 +113,10 @@ def test_regression_error_matches_sklearn_hand_computation_for_each_variant():
         expected = np.mean(np.linalg.norm(pred - lm[test] * scale, axis=-1) / (iod[:, None] * scale)) * 100
         got = landmark_regression_error(x[fit], lm[fit], x[test], lm[test], iod, variant, image_size=32)
         assert got == pytest.approx(expected, rel=1e-8), variant
+        per_image = landmark_regression_errors(x[fit], lm[fit], x[test], lm[test], iod, variant, image_size=32)
+        hand = np.linalg.norm(pred - lm[test] * scale, axis=-1).mean(axis=1) / (iod * scale)
+        np.testing.assert_allclose(per_image, hand, rtol=1e-8)
+        assert np.mean(per_image) * 100 == pytest.approx(got, rel=1e-12)
 
 
 def test_three_regression_variants_give_different_numbers():

