@@ -12,7 +12,7 @@ from PIL import Image
 from segbench.benchmark.errors import UserError
 from segbench.datasets.celeba import CelebAAligned, CelebAWild, keep_face_area, scale_landmarks
 from segbench.datasets.realformat import CountMismatchWarning, read_name_list, read_table
-from tests.conftest import SHARED_DATA, requires_shared_data, run_cli
+from tests.conftest import SHARED_DATA, requires_shared_data, run_cli, run_cli_here
 from tests.fixtures import celeba as fx
 
 REAL = SHARED_DATA / "annotations" / "celeba"
@@ -175,7 +175,7 @@ def test_unwritable_data_folder_caches_under_segbench_cache(root, tmp_path, monk
 
 
 def test_cli_prepare_prints_counts_and_errors(root, capsys):
-    ok = run_cli("prepare", "celeba_wild", "--data-root", str(root.parent), "--no-progress", "--workers", "1")
+    ok = run_cli_here("prepare", "celeba_wild", "--data-root", str(root.parent), "--no-progress", "--workers", "1")
     assert ok.returncode == 0, ok.stderr
     assert re.search(r"train\s+5\s+45,609\s+<- differs from the documented size", ok.stdout)
     assert "cache test: wrote 2 images" in ok.stdout

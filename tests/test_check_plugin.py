@@ -15,7 +15,7 @@ from segbench.benchmark.check_plugin import (CHECKS, FAIL, PASS, SKIP, PluginHar
                                              run_checks)
 from segbench.datasets.base import Dataset, Split
 from segbench.methods.base import PARTS, Method
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_cli_here
 from tests.fixtures.plugin_dist import fake_distribution
 
 EXAMPLE = REPO / "examples" / "segbench-example-plugin"
@@ -35,7 +35,7 @@ def _assert_all_pass(out, skipped=()):
 
 @pytest.mark.parametrize("name,skipped", [("centre_prior", ("samples",)), ("dummy", ())])
 def test_builtin_baselines_pass_check_plugin(name, skipped):
-    out = run_cli("check-plugin", name, "--threads", "1")
+    out = run_cli_here("check-plugin", name, "--threads", "1")
     _assert_all_pass(out, skipped)
     assert "protocol    synthetic_parts v1" in out.stdout
     if name == "centre_prior":  # declares deterministic = True: seeds must agree
@@ -92,7 +92,7 @@ def test_broken_plugins_fail_one_check_with_one_line(target, check, fragment):
     (["centre_prior", "--device", "cuda:99"], "--device cuda:99"),
 ])
 def test_check_plugin_user_mistakes_exit_2_with_one_line(args, fragment):
-    out = run_cli("check-plugin", *args)
+    out = run_cli_here("check-plugin", *args)
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert fragment in out.stderr and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

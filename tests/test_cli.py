@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_here
 
 
 def test_ls_methods_is_fast_and_does_not_import_torch():
@@ -26,7 +26,7 @@ def test_ls_methods_is_fast_and_does_not_import_torch():
 @pytest.mark.parametrize("kind,name", [("methods", "centre_prior"), ("protocols", "synthetic_parts"),
                                        ("datasets", "synthetic_parts")])
 def test_ls_lists_each_registry(kind, name):
-    out = run_cli("ls", kind)
+    out = run_cli_here("ls", kind)
     assert out.returncode == 0 and name in out.stdout
 
 
@@ -46,7 +46,7 @@ def test_ls_lists_each_registry(kind, name):
      "must be one of no_intercept"),
 ])
 def test_user_mistakes_exit_2_with_one_line_and_no_traceback(args, fragment):
-    out = run_cli("run", *args, "--dry-run")
+    out = run_cli_here("run", *args, "--dry-run")
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert fragment in out.stderr
     assert "Traceback" not in out.stderr
@@ -54,7 +54,7 @@ def test_user_mistakes_exit_2_with_one_line_and_no_traceback(args, fragment):
 
 
 def test_dry_run_prints_resolved_config():
-    out = run_cli("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--set",
+    out = run_cli_here("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--set",
                   "radius_frac=0.2", "--dry-run")
     assert out.returncode == 0, out.stderr
     assert '"radius_frac": 0.2' in out.stdout and '"num_parts": 6' in out.stdout

@@ -78,12 +78,24 @@ def test_protocol_spec_is_complete(name):
             assert any(value in n for n in names), f"variant {value} not encoded in {names}"
 
 
+def _pooled_colour_features(images, device="cpu", **_):
+    """uint8 [B,3,H,W] -> float64 [B,12]: colour means over a 2x2 grid (a stand-in feature net)."""
+    x = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 2)
+    return x.flatten(1).double().numpy()
+
+
 @pytest.mark.parametrize("name", PROTOCOLS.names())
 @pytest.mark.parametrize("method", ["centre_prior", "dummy"])
-def test_protocol_scores_every_declared_metric(name, method, tmp_path):
+def test_protocol_scores_every_declared_metric(name, method, tmp_path, monkeypatch):
     spec = PROTOCOLS.get(name).spec
     if not spec.needs <= METHODS.get(method).produces:
         pytest.skip(f"{method} does not produce {sorted(spec.needs)}")
+    if "samples" in spec.needs:
+        # The protocol's plumbing, not Inception's features (tests/metrics/test_fid.py checks those):
+        # a cheap stand-in feature network, and statistics cached in tmp, never in the user's cache.
+        from segbench import feature_nets
+        monkeypatch.setattr(feature_nets, "inception_features", _pooled_colour_features)
+        monkeypatch.setenv("SEGBENCH_CACHE", str(tmp_path / "cache"))
     request = RunRequest(method=method, protocol=name, preset="smoke", limit=12, progress=False,
                          options=spec.smoke_options)
     try:

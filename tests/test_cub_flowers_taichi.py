@@ -16,7 +16,7 @@ from segbench.datasets.fg_views import GansegAugmentation, augment_image
 from segbench.datasets.flowers import Flowers, background_from_segmim, read_setid
 from segbench.datasets.realformat import CountMismatchWarning, read_table
 from segbench.datasets.taichi import Taichi, read_keypoint_pickle
-from tests.conftest import SHARED_DATA, requires_shared_data, run_cli
+from tests.conftest import SHARED_DATA, requires_shared_data, run_cli_here
 from tests.fixtures import cub as fx_cub
 from tests.fixtures import flowers as fx_flowers
 from tests.fixtures import taichi as fx_taichi
@@ -243,7 +243,7 @@ def test_prepare_verifies_caches_and_is_a_no_op_the_second_time(pristine, tmp_pa
     root = copy_of(pristine, dataset, tmp_path)
     argv = ["prepare", dataset, "--data-root", str(root), "--no-progress", "--workers", "1"]
     if dataset == "cub":
-        first = run_cli(*argv)
+        first = run_cli_here(*argv)
         assert first.returncode == 0, first.stderr
         out = first.stdout
     else:
@@ -364,7 +364,7 @@ def test_cub_kp_constant_predictor_gives_the_ridge_mean_error(pristine):
 def test_centre_prior_runs_end_to_end_on_each_protocol(pristine, tmp_path, protocol, dataset, option):
     args = ["run", "--method", "centre_prior", "--protocol", protocol, "--data-root", str(pristine[dataset]),
             "--preset", "smoke", "--seed", "0", "--limit", "6", "--out", str(tmp_path / "runs"), "--no-progress"]
-    result = run_cli(*args, *(["--option", option] if option else []))
+    result = run_cli_here(*args, *(["--option", option] if option else []))
     assert result.returncode == 0, result.stderr
     metric = {"cub_fg": "fg_iou_melas", "flowers_fg": "fg_iou_ganseg", "cub_kp": "kp_err_edge_pct",
               "taichi": "taichi_mae_sum36"}[protocol]

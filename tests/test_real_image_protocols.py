@@ -3,7 +3,6 @@ import csv
 import json
 import math
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from segbench.benchmark.records import RECORD_FIELDS
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here
 
 RUN_FILES = ["config.json", "env.json", "stats.jsonl", "metrics.json", "log.txt",
              "checkpoints/final/method_config.json", "checkpoints/final/state.pt"]
@@ -15,7 +15,7 @@ def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     dirs = {}
     for method, seed in [("centre_prior", 0), ("centre_prior", 1), ("dummy", 0)]:
-        res = run_cli("run", "--method", method, "--protocol", "synthetic_parts", "--seed", str(seed),
+        res = run_cli_here("run", "--method", method, "--protocol", "synthetic_parts", "--seed", str(seed),
                       "--preset", "smoke", "--limit", "48", "--out", str(out), "--no-progress", "--device", "cpu")
         assert res.returncode == 0, res.stderr
         line = next(l for l in res.stdout.splitlines() if l.startswith("run directory:"))
@@ -48,7 +48,7 @@ def test_eval_rescores_identically(runs):
     _, dirs = runs
     for key in [("centre_prior", 0), ("dummy", 0)]:
         run_dir = Path(dirs[key])
-        res = run_cli("eval", str(run_dir), "--no-progress")
+        res = run_cli_here("eval", str(run_dir), "--no-progress")
         assert res.returncode == 0, res.stderr
         original = json.loads((run_dir / "metrics.json").read_text())
         rescored = json.loads((run_dir / "metrics_rescored.json").read_text())
@@ -66,7 +66,7 @@ def test_centre_prior_is_seed_independent(runs):
 def test_tables_from_runs_are_deterministic(runs, tmp_path):
     out, _ = runs
     for target in ("t1", "t2"):
-        res = run_cli("tables", "--runs", str(out), "--out", str(tmp_path / target))
+        res = run_cli_here("tables", "--runs", str(out), "--out", str(tmp_path / target))
         assert res.returncode == 0, res.stderr
     names = sorted(p.name for p in (tmp_path / "t1").iterdir())
     assert "ours.md" in names and "paper_vs_ours.csv" in names
@@ -80,15 +80,15 @@ def test_a_device_that_is_not_there_is_one_line(tmp_path):
     import torch
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    res = run_cli("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--preset", "smoke",
+    res = run_cli_here("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--preset", "smoke",
                   "--limit", "4", "--out", str(tmp_path), "--no-progress", "--device", "cuda:0")
     assert res.returncode == 2 and res.stderr.strip() == "error: --device cuda:0: no CUDA device is available here"
-    res = run_cli("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--preset", "smoke",
+    res = run_cli_here("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--preset", "smoke",
                   "--limit", "4", "--out", str(tmp_path), "--no-progress", "--device", "tpu")
     assert res.returncode == 2 and "--device tpu: expected auto, cpu, cuda or cuda:N" in res.stderr
 
 
 def test_a_fixed_num_parts_method_refuses_another_k(tmp_path):
-    res = run_cli("run", "--method", "latent_direction", "--protocol", "synthetic_parts", "--preset", "smoke",
+    res = run_cli_here("run", "--method", "latent_direction", "--protocol", "synthetic_parts", "--preset", "smoke",
                   "--set", "num_parts=3", "--dry-run")
     assert res.returncode == 2 and "always has num_parts=1" in res.stderr

@@ -9,7 +9,7 @@ import pytest
 from segbench.benchmark.paired_bootstrap import paired_bootstrap
 from segbench.benchmark.records import RECORD_FIELDS
 from segbench.benchmark.tables import PER_IMAGE_FILE, paired_ci, write_ci_tables
-from tests.conftest import run_cli
+from tests.conftest import run_cli_here as run_cli
 
 # ---------------------------------------------------------------- the pure function
 
