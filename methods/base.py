@@ -96,6 +96,11 @@ class Method(ABC):
     # the seed, e.g. a fixed prior): the conformance suite then checks that different seeds
     # give identical predictions, instead of different ones.
     deterministic: ClassVar[bool] = False
+    # Config fields (dotted for nested configs) that ``run --resume DIR --set key=value`` may
+    # change: the ones that do not change what a training snapshot means (step counts, logging
+    # and snapshot intervals, learning rates to recover from a divergence). Every other field
+    # is fixed for the life of a run folder.
+    RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()
