@@ -58,7 +58,7 @@ def test_stats_rows_hold_window_means_throughput_and_peak_memory(tmp_path):
 def test_a_nan_at_step_k_stops_with_the_last_finite_snapshot(tmp_path, monkeypatch):
     monkeypatch.setenv(INJECT_NAN_ENV, "toy@7")
     snap, step, _, _ = _loop(tmp_path)
-    with pytest.raises(TrainingDiverged, match=r"toy training diverged at step 7: loss=nan; kept .* \(step 4\)"):
+    with pytest.raises(TrainingDiverged, match=r"toy training diverged at step 7: non-finite loss; kept .* \(step 4\)"):
         run_steps(snap, 10, step, log_every=3, checkpoint_every=4, progress=False)
     saved = torch.load(tmp_path / "toy.pt", weights_only=True)
     assert saved["step"] == 4
@@ -77,3 +77,18 @@ def test_a_snapshot_of_another_run_or_a_corrupt_file_is_one_clear_error(tmp_path
     (tmp_path / "toy.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="unreadable training snapshot"):
         _loop(tmp_path)[0].resume(10)
+
+
+def test_a_real_divergence_between_sync_points_never_reaches_a_snapshot(tmp_path):
+    """checkpoint_every < log_every: the check runs before every snapshot, not only at log rows."""
+    snap, step, model, opt = _loop(tmp_path)
+
+    def exploding(i):
+        if i == 4:  # step 5: a huge lr makes the weights and the next losses inf/nan
+            opt.param_groups[0]["lr"] = 1e38
+        return step(i)
+
+    with pytest.raises(TrainingDiverged, match=r"diverged at step [67]: non-finite loss; kept .* \(step 4\)"):
+        run_steps(snap, 20, exploding, log_every=10, checkpoint_every=2, progress=False)
+    saved = torch.load(tmp_path / "toy.pt", weights_only=True)
+    assert saved["step"] == 4 and all(torch.isfinite(t).all() for t in saved["modules"]["model"].values())

@@ -11,9 +11,10 @@ function. ``run_steps`` drives it::
                        log_every=25, checkpoint_every=500)
 
 ``step_fn(step)`` does one optimisation step and returns its scalar terms (tensors or floats).
-Every step the terms are checked for finite values *before* anything is written, so a
-diverging run stops (``TrainingDiverged``, one line naming the stage and step) with its last
-finite snapshot on disk; ``save`` also refuses non-finite weights. Every ``log_every`` steps a
+Every step's terms are checked for finite values on the device (no GPU sync per step); the
+check is read at each sync point (stats row, snapshot, end) *before* anything is written, so a
+diverging run stops (``TrainingDiverged``, one line naming the stage and the first bad step)
+with its last finite snapshot on disk; ``save`` also refuses non-finite weights and buffers. Every ``log_every`` steps a
 ``stats.jsonl`` row holds the window means of the terms, the throughput (``it_s``) and the peak
 memory (``peak_mem_mb``). Schedulers are stepped once per step, after ``step_fn``.
 
@@ -157,19 +158,19 @@ def _injected_nan_step(stage: str) -> int | None:
     return int(step) if name == stage and step.isdigit() else None
 
 
+def _diverged(snap: Snapshot, step: int, bad: list[str]) -> TrainingDiverged:
+    kept = f"kept the last finite snapshot {snap.path} (step {snap.saved_step})" if snap.saved_step is not None \
+        else "no snapshot was written yet"
+    return TrainingDiverged(f"{snap.stage} training diverged at step {step}: non-finite {', '.join(bad)}; {kept}")
+
+
 def check_finite(snap: Snapshot, terms: Mapping[str, Any]) -> dict[str, float]:
-    """The step's terms as floats; raises ``TrainingDiverged`` if any is NaN/inf."""
+    """The step's terms as floats, checked now (one device sync); raises ``TrainingDiverged``.
+    ``run_steps`` defers this check to its sync points instead (``StatsWindow``)."""
     values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
-    if _injected_nan_step(snap.stage) == snap.step + 1:
-        values = {k: math.nan for k in values} or {"loss": math.nan}
-        with torch.no_grad():  # what the optimiser step after a NaN loss does to the weights
-            next(p for m in snap.modules.values() for p in m.parameters()).fill_(math.nan)
     bad = sorted(k for k, v in values.items() if not math.isfinite(v))
     if bad:
-        kept = f"kept the last finite snapshot {snap.path} (step {snap.saved_step})" if snap.saved_step is not None \
-            else "no snapshot was written yet"
-        raise TrainingDiverged(f"{snap.stage} training diverged at step {snap.step + 1}: "
-                               f"{', '.join(f'{k}={values[k]}' for k in bad)}; {kept}")
+        raise _diverged(snap, snap.step + 1, bad)
     return values
 
 
@@ -181,22 +182,38 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 class StatsWindow:
-    """Means of each term over the steps since the last row, and the window's throughput."""
+    """Per-term sums since the last stats row, kept on the device: adding a step never waits for
+    the GPU. Non-finite terms are noted on the device too (the first bad step and which terms);
+    ``check`` reads them at the loop's sync points, before any row or snapshot is written."""
 
     def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
         self.steps, self.t0 = 0, time.perf_counter()
+        self.bad: dict[str, torch.Tensor] = {}  # term -> bool tensor: was it ever non-finite
+        self.first_bad: torch.Tensor | None = None  # step (1-based) of the first non-finite term, or 0
 
-    def add(self, values: Mapping[str, float]) -> None:
+    def add(self, step: int, terms: Mapping[str, Any]) -> None:
         self.steps += 1
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
+        for k, v in terms.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            finite = torch.isfinite(v)
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
             self.counts[k] = self.counts.get(k, 0) + 1
+            self.bad[k] = self.bad[k] | ~finite if k in self.bad else ~finite
+            first = self.first_bad if self.first_bad is not None else torch.zeros((), dtype=torch.int64,
+                                                                                    device=v.device)
+            self.first_bad = torch.where((first == 0) & ~finite, torch.full_like(first, step), first)
+
+    def check(self, snap: Snapshot) -> None:
+        """Raise ``TrainingDiverged`` if any term was non-finite since the window began (a sync)."""
+        if self.first_bad is not None and int(self.first_bad) > 0:
+            raise _diverged(snap, int(self.first_bad), sorted(k for k, b in self.bad.items() if bool(b)))
 
     def flush(self) -> dict[str, float]:
+        """Window means and throughput as floats (a sync); starts a new window."""
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        row = {k: self.sums[k] / self.counts[k] for k in self.sums}
+        row = {k: float(self.sums[k]) / self.counts[k] for k in self.sums}
         row["it_s"] = self.steps / elapsed
         self.__init__()
         return row
@@ -208,9 +225,11 @@ def run_steps(snap: Snapshot, total_steps: int, step_fn: Callable[[int], Mapping
               after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run ``step_fn`` from ``snap.step`` to ``total_steps``; returns the stage's report.
 
-    Per step: ``step_fn(step)`` -> finite check -> schedulers step -> ``snap.step += 1`` ->
-    a stats row every ``log_every`` steps (plus ``on_log()``'s extra values) -> a snapshot every
-    ``checkpoint_every`` steps (0 = only at the end) and at the last step -> ``after_step(step)``.
+    Per step: ``step_fn(step)`` -> schedulers step -> ``snap.step += 1`` -> the terms join the
+    window on the device (no sync) -> at a sync point (a stats row every ``log_every`` steps, a
+    snapshot every ``checkpoint_every`` steps (0 = only at the end), the last step) the window is
+    checked for non-finite terms first, then the row (plus ``on_log()``'s extra values) and the
+    snapshot are written -> ``after_step(step)``.
     """
     from tqdm import tqdm
 
@@ -222,19 +241,27 @@ def run_steps(snap: Snapshot, total_steps: int, step_fn: Callable[[int], Mapping
                dynamic_ncols=True)
     try:
         while snap.step < total_steps:
-            values = check_finite(snap, step_fn(snap.step))
+            terms = step_fn(snap.step)
+            if _injected_nan_step(snap.stage) == snap.step + 1:  # the test hook: what a real NaN does
+                terms = {k: math.nan for k in terms} or {"loss": math.nan}
+                with torch.no_grad():
+                    next(p for m in snap.modules.values() for p in m.parameters()).fill_(math.nan)
             for scheduler in snap.schedulers.values():
                 scheduler.step()
             snap.step += 1
-            window.add(values)
+            window.add(snap.step, terms)
             bar.update(1)
-            if snap.step % log_every == 0 or snap.step == total_steps:
+            log_now = snap.step % log_every == 0 or snap.step == total_steps
+            save_now = (checkpoint_every and snap.step % checkpoint_every == 0) or snap.step == total_steps
+            if log_now or save_now:  # sync points: nothing is written before the finite check
+                window.check(snap)
+            if log_now:
                 row = {"phase": snap.stage, "step": snap.step, **window.flush(),
                        "peak_mem_mb": round(peak_memory_mb(snap.device), 1), **(on_log() if on_log else {})}
                 if stats is not None:
                     stats.write(**row)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()}, refresh=False)
-            if (checkpoint_every and snap.step % checkpoint_every == 0) or snap.step == total_steps:
+                bar.set_postfix({k: f"{row[k]:.3f}" for k in terms if k in row}, refresh=False)
+            if save_now:
                 snap.save()
             if after_step is not None:
                 after_step(snap.step)
