@@ -32,8 +32,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Regenerates the committed results/tables from runs/ (a plain `python -m benchmark tables` writes runs/tables).
 tables: $(STAMP)
-	$(PY) -m benchmark tables --show
+	$(PY) -m benchmark tables --out results/tables --show
 
 clean-venv:
 	rm -rf $(VENV)

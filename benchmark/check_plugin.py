@@ -293,7 +293,7 @@ class PluginHarness:
         cls, overrides = self.method_cls, dict(self.overrides)
         fixed = cls.fixed_num_parts
         if fixed is not None:
-            if "num_parts" in overrides and int(overrides["num_parts"]) != fixed:
+            if "num_parts" in overrides and str(overrides["num_parts"]).strip() != str(fixed):
                 raise UserError(f"--set num_parts={overrides['num_parts']}: {self.name} always has num_parts={fixed}")
             overrides["num_parts"] = fixed
         else:

@@ -6,10 +6,12 @@ importing torch; the heavy modules are imported inside the commands that need th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
-from segbench.benchmark.errors import UserError
+from segbench.benchmark.errors import UserError, check_run_flags, one_line
 from segbench.benchmark.registry import UnknownNameError
 
 REGISTRY_KINDS = ("methods", "protocols", "datasets")
@@ -74,24 +76,58 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
         raise UserError(str(exc).replace("--set", flag)) from None
 
 
+# Run flags whose default is applied only for a new run: ``None`` means "not given", so that
+# ``--resume DIR`` can tell a flag the user typed (and refuse it if it changes the run).
+RUN_DEFAULTS = {"preset": "paper", "seed": 0, "out": "runs", "batch_size": 32, "device": "auto", "threads": 0}
+
+
+# Presets of built-in methods beyond PRESET_NAMES (a test keeps this equal to their PRESETS), so
+# that an unknown preset is refused without importing the method (and torch).
+BUILTIN_EXTRA_PRESETS = {"latent_direction": ("paper_a12",)}
+
+
+def _check_preset(method: str, preset: str | None) -> None:
+    """An unknown preset of a built-in method is refused before torch is imported; a plugin's
+    presets are checked when it is loaded."""
+    from segbench.benchmark.config import PRESET_NAMES
+
+    known = (*PRESET_NAMES, *BUILTIN_EXTRA_PRESETS.get(method, ()))
+    if preset is None or preset in known:
+        return
+    if _registry("methods").entry(method).origin == "builtin":
+        import difflib
+        close = difflib.get_close_matches(preset, known, n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+        raise UserError(f"unknown preset {preset!r}; {hint}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.resume:
-        from segbench.benchmark.runner import resume
-        return _report_run(resume(Path(args.resume), data_root=args.data_root, progress=not args.no_progress))
+        return _cmd_resume(args)
     if not (args.method and args.protocol):
         raise UserError("run needs --method and --protocol (or --resume RUN_DIR)")
-    # Check the names first: a typo should cost milliseconds, not a torch import.
+    for key, value in RUN_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    # Names, preset and flags first: a typo costs milliseconds, not a torch import, and nothing
+    # is created on disk before every check passed.
     _registry("methods").entry(args.method)
     _registry("protocols").entry(args.protocol)
-    from segbench.benchmark.runner import RunRequest, resolve, run
+    _check_preset(args.method, args.preset)
+    check_run_flags(limit=args.limit, batch_size=args.batch_size, seed=args.seed, num_threads=args.threads,
+                    out=args.out)
+    overrides, options = _key_values(args.set, "--set"), _key_values(args.option, "--option")
+    from segbench.benchmark.runner import RunRequest, resolve, resolve_device, run
     from segbench.benchmark.config import dumps
 
     req = RunRequest(method=args.method, protocol=args.protocol, preset=args.preset, seed=args.seed,
-                     overrides=_key_values(args.set, "--set"), options=_key_values(args.option, "--option"),
+                     overrides=overrides, options=options,
                      data_root=args.data_root, out=args.out, limit=args.limit, batch_size=args.batch_size,
                      progress=not args.no_progress, device=args.device, num_threads=args.threads)
     if args.dry_run:
         resolved = resolve(req)
+        resolve_device(req.device)
+        resolved.method_cls(resolved.method_config)  # the method's own checks, as a run would
         print(f"method {req.method} (preset {req.preset}):\n{dumps(resolved.method_config)}")
         print(f"protocol {req.protocol} v{resolved.protocol.spec.version}, options "
               f"{resolved.protocol.options}, dataset {resolved.dataset.describe()}")
@@ -99,17 +135,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _report_run(run(req))
 
 
+def _cmd_resume(args: argparse.Namespace) -> int:
+    """``run --resume DIR``: the recorded run, continued. Other run flags are refused when they
+    differ from the recorded ones, except ``--set`` of the method's RESUMABLE_FIELDS, ``--device``,
+    ``--threads``, ``--data-root`` (unfinished runs), ``--no-progress`` and ``--debug``."""
+    given = {"--method": args.method, "--protocol": args.protocol, "--preset": args.preset, "--seed": args.seed,
+             "--limit": args.limit, "--batch-size": args.batch_size, "--out": args.out}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.threads is not None:
+        check_run_flags(num_threads=args.threads)
+    from segbench.benchmark.runner import resume
+
+    run_dir = resume(Path(args.resume), data_root=args.data_root, progress=not args.no_progress, device=args.device,
+                     num_threads=args.threads, overrides=_key_values(args.set, "--set"),
+                     options=_key_values(args.option, "--option"), given=given,
+                     trust_run_config=args.trust_run_config, dry_run=args.dry_run)
+    if args.dry_run:
+        print(f"resume {run_dir}: the recorded run and the flags given are consistent (nothing was run)")
+        return 0
+    return _report_run(run_dir)
+
+
 def _report_run(run_dir: Path) -> int:
-    from segbench.benchmark.records import read_json
+    from segbench.benchmark.errors import read_json_file
     print(f"run directory: {run_dir}")
-    print(format_metrics(read_json(run_dir / "metrics.json")))
+    print(format_metrics(read_json_file(run_dir / "metrics.json")))
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from segbench.benchmark.runner import rescore
 
-    records = rescore(Path(args.run_dir), data_root=args.data_root, progress=not args.no_progress)
+    records = rescore(Path(args.run_dir), data_root=args.data_root, progress=not args.no_progress,
+                      batch_size=args.batch_size, device=args.device, trust_run_config=args.trust_run_config)
     print(format_metrics(records))
     return 0
 
@@ -117,6 +175,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_import_checkpoint(args: argparse.Namespace) -> int:
     _registry("methods").entry(args.method)
     _registry("protocols").entry(args.protocol)
+    _check_preset(args.method, args.preset)
+    check_run_flags(seed=args.seed, out=args.out)
+    for flag, value in (("path", args.path), ("--segmenter", args.segmenter), ("--parameters", args.parameters)):
+        if value and not Path(value).is_file():
+            raise UserError(f"{flag} {value}: no such file")
     from segbench.benchmark.import_checkpoint import import_checkpoint
     from segbench.benchmark.runner import RunRequest
 
@@ -131,30 +194,18 @@ def cmd_import_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from segbench.benchmark.tables import write_tables
+    from segbench.benchmark.tables import run_tables
 
-    if args.ci and args.ci_resamples < 1:
-        raise UserError(f"--ci-resamples must be at least 1, got {args.ci_resamples}")
-    for path in write_tables(Path(args.runs), Path(args.paper), Path(args.out)):
-        print(f"wrote {path}")
-    if args.show:
-        print((Path(args.out) / "ours.md").read_text())
-    if args.ci:
-        from segbench.benchmark.tables import to_markdown, write_ci_tables
-
-        written, frame, notes = write_ci_tables(Path(args.runs), Path(args.out), resamples=args.ci_resamples)
-        for note in notes:
-            print(note)
-        for path in written:
-            print(f"wrote {path}")
-        print(f"paired bootstrap 95% CI of A - B over image ids ({args.ci_resamples} resamples, "
-              f"per-image values averaged over the shared seeds):")
-        print(to_markdown(frame) if not frame.empty else "(no pair of methods with per-image scores on shared seeds)")
-    return 0
+    return run_tables(args.runs, args.paper, args.out, show=args.show, ci=args.ci,
+                      ci_resamples=args.ci_resamples)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     _registry("datasets").entry(args.dataset)  # a typo costs milliseconds, not a torch import
+    if args.image_size is not None and args.image_size < 1:
+        raise UserError(f"--image-size {args.image_size}: must be an integer >= 1 (pixels)")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: must be an integer >= 1")
     from segbench.benchmark.prepare import default_workers, prepare_dataset
 
     prepare_dataset(args.dataset, args.data_root, image_size=args.image_size, splits=args.split or None,
@@ -164,6 +215,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
+    bad = [r for r in args.resolution if r < 1]
+    if bad:
+        raise UserError(f"--resolution {bad[0]}: must be an integer >= 1 (pixels)")
+    if args.n < 1:
+        raise UserError(f"--n {args.n}: must be an integer >= 1 (images to render)")
     from segbench.datasets.synthetic_parts import measure_throughput
 
     for resolution in args.resolution:
@@ -174,7 +230,18 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (otherwise one line naming the cause)")
     sub = parser.add_subparsers(dest="command", required=True)
+    # --debug is also accepted after the command (SUPPRESS: not given there keeps the global value).
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub_add = sub.add_parser
+
+    def add_parser(*a, **kw):
+        return sub_add(*a, parents=[debug], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("ls", help="list registered methods, protocols or datasets")
     p.add_argument("kind", choices=REGISTRY_KINDS)
@@ -184,27 +251,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method")
     p.add_argument("--protocol")
     p.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue an interrupted run in its directory with its recorded settings")
-    p.add_argument("--preset", default="paper", help="paper (default), quick or smoke")
-    p.add_argument("--seed", type=int, default=0)
+                   help="continue an interrupted run in its directory with its recorded settings; other flags "
+                        "that would change the run are refused, except --set of the method's resumable fields "
+                        "(steps, intervals, learning rates), --device, --threads, --no-progress")
+    p.add_argument("--preset", default=None, help="paper (default), quick or smoke")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a method config field (typed; dotted keys for nested fields)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="protocol option, e.g. regression=scops")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--out", default="runs")
+    p.add_argument("--out", default=None, help="where run folders go (default runs)")
     p.add_argument("--limit", type=int, default=None, help="at most this many images per split")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]",
+    p.add_argument("--batch-size", type=int, default=None, help="scoring batch size (default 32)")
+    p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]",
                    help="where fit runs (default auto: CUDA when present); recorded in config.json and env.json")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads during fit (0 = default)")
-    p.add_argument("--dry-run", action="store_true", help="resolve and print the config, run nothing")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads during fit (0 = default)")
+    p.add_argument("--dry-run", action="store_true", help="resolve and check everything, print the config, "
+                                                          "run nothing and write nothing")
+    p.add_argument("--trust-run-config", action="store_true",
+                   help="with --resume: import code (module:Object) that the run folder's config names")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("eval", help="re-score a run from its checkpoint without retraining")
     p.add_argument("run_dir")
     p.add_argument("--data-root", default=None)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="scoring batch size (default: the run's); recorded in the rescored records")
+    p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]", help="where to score (default: the run's)")
+    p.add_argument("--trust-run-config", action="store_true",
+                   help="accept code (module:Object) that the run folder's config names")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 
@@ -228,9 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import_checkpoint)
 
     p = sub.add_parser("tables", help="aggregate runs over seeds, join the papers' numbers")
-    p.add_argument("--runs", default="runs")
-    p.add_argument("--paper", default="results/paper")
-    p.add_argument("--out", default="results/tables")
+    p.add_argument("--runs", default=None, help="folder of run directories (default: the project's runs/)")
+    p.add_argument("--paper", default=None, help="the papers' numbers, *.csv (default: the project's results/paper/)")
+    p.add_argument("--out", default=None, help="where the tables go (default: the project's runs/tables/; "
+                   "`make tables` regenerates the committed results/tables/)")
     p.add_argument("--show", action="store_true", help="print the main table")
     p.add_argument("--ci", action="store_true",
                    help="also paired bootstrap 95%% intervals of method differences from the runs' per-image "
@@ -271,10 +349,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _stdout_gone() -> None:
+    """stdout's reader went away (``... | head``): send the rest to /dev/null so that the
+    interpreter's final flush does not print a BrokenPipeError."""
     try:
-        return args.func(args)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _print_error(line: str) -> None:
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (BrokenPipeError, OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done; 2 a user error (one line ``error: ...`` on stderr naming the file or
+    setting; ``--debug`` adds the traceback); 130 interrupted (Ctrl-C); 141 stdout closed early
+    (``| head``; whatever ran has finished and is recorded); 1 a bug (traceback)."""
+    args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("SEGBENCH_DEBUG", "") not in ("", "0")
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _stdout_gone()
+        return 141
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        _print_error("interrupted")
+        return 130
     except (UserError, UnknownNameError) as exc:
-        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
-        return 2
+        if debug:
+            traceback.print_exc()
+        prefix = getattr(exc, "prefix", "error: ")
+        _print_error(f"{prefix}{one_line(exc)}")
+        return int(getattr(exc, "exit_code", 2))

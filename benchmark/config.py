@@ -4,12 +4,27 @@ A method's ``Config`` is a frozen dataclass whose defaults are the paper's value
 are plain dicts of field overrides (``PRESETS = {"paper": {}, "quick": {...}, "smoke": {...}}``)
 so every number is findable with one grep. Nested dataclass fields take dotted keys
 (``generator.run=...``).
+
+Validation (``validate_config``, run by ``resolve_config`` after the overrides, so ``--dry-run``
+checks everything a run would): every field's value must fit its annotation (int, float, bool,
+str, ``Literal`` choices, ``tuple[X, Y]`` of that length / ``tuple[X, ...]`` of at least one item,
+``Optional``), float fields must be finite, and a field declared with ``domain(default, ge=..,
+gt=.., le=.., lt=.., choices=.., finite=.., min_len=..)`` (plain ``dataclasses.field`` metadata,
+bounds apply to each item of a tuple) must lie in that domain. Nested config dataclasses are
+checked recursively; ``check_domains`` gives domains to fields of classes one cannot annotate.
+A config class may add cross-field rules in a ``validate(self)`` method (``validate(self, prefix)``
+to name its fields when nested), called after the field checks. A violation is one ``UserError``
+line naming the dotted field, its value and the allowed domain:
+``segmenter.steps=-5: must be an integer >= 0``.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import json
+import math
+import numbers
 import types
 import typing
 from typing import Any, Literal, Mapping, Union
@@ -17,6 +32,22 @@ from typing import Any, Literal, Mapping, Union
 from segbench.benchmark.errors import UserError
 
 PRESET_NAMES = ("paper", "quick", "smoke")
+MAX_PARTS = 64  # num_parts above this is a typo, not a segmentation (and would allocate K-sized maps)
+DOMAIN_KEYS = ("ge", "gt", "le", "lt", "choices", "finite", "min_len", "max_len")
+
+
+def domain(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+           **limits: Any) -> Any:
+    """A dataclass field with a domain, e.g. ``steps: int = domain(1000, ge=0)``,
+    ``lr: float = domain(1e-4, gt=0)``, ``betas: tuple[float, float] = domain((0.5, 0.9), ge=0, lt=1)``.
+    Keys: ``ge gt le lt`` (numeric bounds; each item of a tuple), ``choices`` (allowed values),
+    ``finite`` (floats: default True), ``min_len`` / ``max_len`` (tuples)."""
+    unknown = set(limits) - set(DOMAIN_KEYS)
+    if unknown:
+        raise TypeError(f"domain() got unknown keys {sorted(unknown)}; known: {', '.join(DOMAIN_KEYS)}")
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=limits)
+    return dataclasses.field(default=default, metadata=limits)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -46,6 +77,12 @@ def parse_value(text: str, annotation: Any, key: str) -> Any:
         raise UserError(f"--set {key}={text}: must be one of {', '.join(map(str, args))}")
     if origin in (tuple, list):
         items = [t for t in text.replace("(", "").replace(")", "").split(",") if t.strip()]
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: tuple[float, float]
+            if len(items) != len(args):
+                names = ", ".join(getattr(a, "__name__", str(a)) for a in args)
+                raise UserError(f"--set {key}={text}: expected {len(args)} comma-separated values ({names}), "
+                                f"got {len(items)}")
+            return tuple(parse_value(t.strip(), a, key) for t, a in zip(items, args))
         item_type = args[0] if args else str
         return tuple(parse_value(t.strip(), item_type, key) for t in items)
     if annotation is bool:
@@ -120,7 +157,150 @@ def resolve_config(config_cls: type, presets: Mapping[str, Mapping[str, Any]], p
         raise UserError(f"unknown preset {preset!r}; {hint}")
     config = apply_overrides(config_cls(), dataset_values)
     config = apply_overrides(config, presets[preset])
-    return apply_overrides(config, overrides)
+    config = apply_overrides(config, overrides)
+    validate_config(config)
+    return config
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 (a local class whose annotations do not resolve: check what we can)
+        return {f.name: f.type for f in dataclasses.fields(cls) if not isinstance(f.type, str)}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + ",".join(_show(v) for v in value) + ")"
+    return repr(value) if isinstance(value, (float, str)) else str(value)
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (Union, types.UnionType):
+        return " or ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if origin is tuple:
+        if args and args[-1] is Ellipsis:
+            return f"a tuple of {_type_name(args[0])} values"
+        return f"a tuple of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    if annotation is bool:
+        return "true/false"
+    if annotation is str:
+        return "a string"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _fits(value: Any, annotation: Any) -> bool | None:
+    """Whether ``value`` has the annotated type (None: an annotation this checker does not know)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if origin is Literal:
+        return value in args and type(value) in {type(a) for a in args}
+    if origin in (Union, types.UnionType):
+        results = [_fits(value, a) for a in args]
+        return True if any(r is True for r in results) else (None if None in results else False)
+    if annotation is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if args and args[-1] is Ellipsis:
+            return all(_fits(v, args[0]) is not False for v in value)
+        return len(value) == len(args) and all(_fits(v, a) is not False for v, a in zip(value, args))
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if dataclasses.is_dataclass(annotation):
+        return isinstance(value, annotation)
+    return None
+
+
+def _numeric_items(value: Any) -> list[Any]:
+    items = list(value) if isinstance(value, tuple) else [value]
+    return [v for v in items if isinstance(v, numbers.Real) and not isinstance(v, bool)]
+
+
+def _limits_text(limits: Mapping[str, Any], floats: bool) -> str:
+    parts = [f"{op} {limits[key]:g}" if isinstance(limits[key], float) else f"{op} {limits[key]}"
+             for key, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if key in limits]
+    text = " and ".join(parts)
+    noun = ("a finite number" if limits.get("finite", True) else "a number") if floats else "an integer"
+    return f"{noun} {text}".strip()
+
+
+def _check_field(key: str, value: Any, annotation: Any, limits: Mapping[str, Any]) -> None:
+    fits = _fits(value, annotation)
+    if fits is False:
+        raise UserError(f"{key}={_show(value)}: must be {_type_name(annotation)}")
+    if "choices" in limits and value not in limits["choices"]:
+        raise UserError(f"{key}={_show(value)}: must be one of {', '.join(map(str, limits['choices']))}")
+    is_tuple = isinstance(value, tuple)
+    if is_tuple:
+        if "min_len" in limits and len(value) < limits["min_len"]:
+            raise UserError(f"{key}={_show(value)}: needs at least {limits['min_len']} values")
+        if "max_len" in limits and len(value) > limits["max_len"]:
+            raise UserError(f"{key}={_show(value)}: takes at most {limits['max_len']} values")
+        if (typing.get_origin(annotation) is tuple and typing.get_args(annotation)[-1:] == (Ellipsis,)
+                and not value and "min_len" not in limits):
+            raise UserError(f"{key}=(): needs at least one value")
+    floats = any(isinstance(v, float) for v in _numeric_items(value)) or annotation is float or (
+        typing.get_origin(annotation) is tuple and float in typing.get_args(annotation))
+    each = "each value " if is_tuple else ""
+    for v in _numeric_items(value):
+        bad = (floats and limits.get("finite", True) and not math.isfinite(v)) \
+            or ("ge" in limits and not v >= limits["ge"]) or ("gt" in limits and not v > limits["gt"]) \
+            or ("le" in limits and not v <= limits["le"]) or ("lt" in limits and not v < limits["lt"])
+        if bad:
+            raise UserError(f"{key}={_show(value)}: {each}must be {_limits_text(limits, floats)}")
+
+
+def check_domains(config: Any, domains: Mapping[str, Mapping[str, Any]], prefix: str = "") -> None:
+    """Domains for fields of dataclasses defined elsewhere (dotted key -> ``domain`` keys), checked
+    like field metadata: for a config's ``validate`` hook when it cannot annotate those classes."""
+    for key, limits in domains.items():
+        *parents, name = key.split(".")
+        owner = config
+        for part in parents:
+            owner = getattr(owner, part)
+        annotation = _type_hints(type(owner)).get(name, Any)
+        _check_field(f"{prefix}{key}", getattr(owner, name), annotation, limits)
+
+
+def validate_config(config: Any, prefix: str = "") -> None:
+    """Check every field of the (nested) config dataclass ``config`` against its annotation and
+    domain, then the class's own ``validate()`` (cross-field rules); the first violation is a
+    one-line ``UserError`` naming the dotted field (``prefix`` + name) and what it may be."""
+    hints = _type_hints(type(config))
+    for f in dataclasses.fields(config):
+        key = f"{prefix}{f.name}"
+        value = getattr(config, f.name)
+        annotation = hints.get(f.name, Any)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            if dataclasses.is_dataclass(annotation) and not isinstance(value, annotation):
+                raise UserError(f"{key}: must be a {annotation.__name__}, got a {type(value).__name__}")
+            validate_config(value, prefix=f"{key}.")
+            continue
+        limits = dict(f.metadata)
+        if f.name == "num_parts" and not prefix and not any(k in limits for k in ("ge", "gt", "le", "lt")):
+            limits.update(ge=1, le=MAX_PARTS)  # every method config has one (the Method contract)
+        _check_field(key, value, annotation, limits)
+    hook = getattr(config, "validate", None)
+    if callable(hook):  # cross-field rules; a nested config's hook gets its dotted prefix
+        hook(prefix) if inspect.signature(hook).parameters else hook()
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segbench.benchmark.errors import DataNotFoundError
+from segbench.benchmark.errors import DataNotFoundError, UserError, check_out_folder, one_line
 
 
 def _load_images(paths: list[Path], size: int | None):
@@ -54,6 +54,30 @@ def _fid_both(f1: np.ndarray, f2: np.ndarray) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0, or 2 with one line ``error: ...`` naming the setting or the missing data."""
+    try:
+        return _main(argv)
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    for flag, value, low in (("--n-cross", args.n_cross, 2), ("--face-size", args.face_size, 1),
+                             ("--batch-size", args.batch_size, 1), ("--seed", args.seed, 0)):
+        if value < low:
+            raise UserError(f"{flag} {value}: must be an integer >= {low}")
+    if args.limit is not None and args.limit < 4:
+        raise UserError(f"--limit {args.limit}: must be at least 4 (two halves of two photos each)")
+    if args.json is not None:
+        if args.json.is_dir():
+            raise UserError(f"--json {args.json}: is a folder, expected a file name")
+        check_out_folder(str(args.json.parent), flag=f"--json {args.json}: folder")
+    if not args.data_root.is_dir():
+        raise DataNotFoundError(f"--data-root {args.data_root}: no such folder (see shared/data/README.md)")
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmark.fid_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
@@ -67,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args(argv)
+    _check_args(args)
 
     import torch
+
+    from segbench.methods.context import resolve_device
+
+    resolve_device(args.device)  # one line for a device that is not there
 
     from segbench.feature_nets import inception_features, locate_inception_weights
 
@@ -134,8 +163,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DataNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

@@ -14,38 +14,45 @@ import shutil
 from pathlib import Path
 
 from segbench.benchmark.errors import UserError
-from segbench.benchmark.records import device_info, env_info, new_run_dir, write_json
-from segbench.benchmark.runner import (RunRequest, _setup_logging, config_record, log, resolve,
-                              seed_everything)
-from segbench.methods.context import STATS, FitContext, StatsLog, final_checkpoint_dir, resolve_device
+from segbench.benchmark.records import git_label, git_state, utc_now
+from segbench.benchmark.runner import (CONFIG_FILE, RunLock, RunRequest, _append_env, _create_run_dir, _remove_empty,
+                                       _session, config_record, log, resolve, seed_everything, validate_request)
+from segbench.methods.context import FitContext, final_checkpoint_dir, resolve_device, write_json_atomic
 
 
 def import_checkpoint(req: RunRequest, path: Path, *, segmenter: Path | None = None,
                       parameters: Path | None = None) -> Path:
+    validate_request(req)
+    for label, file in (("checkpoint", path), ("--segmenter", segmenter), ("--parameters", parameters)):
+        if file is not None and not Path(file).is_file():
+            raise UserError(f"{label} {file}: no such file")
     resolved = resolve(req)
     importer = getattr(resolved.method_cls, "from_official_checkpoint", None)
     if importer is None:
         raise UserError(f"method {req.method!r} has no importer for its authors' checkpoints")
-    run_dir = new_run_dir(Path(req.out), resolved.protocol.spec.name, req.method, req.seed)
-    handler = _setup_logging(run_dir)
+    device = resolve_device(req.device)
+    git = git_state()
+    run_dir, created = _create_run_dir(req, resolved.protocol.spec.name)
     try:
-        try:
-            ctx = FitContext(seed=req.seed, device=resolve_device(req.device), progress=req.progress,
-                             num_threads=req.num_threads, run_dir=run_dir, stats=StatsLog(run_dir / STATS))
+        with RunLock(run_dir, "import-checkpoint"), _session(run_dir, "import-checkpoint", new=True,
+                                                             created=created, resumable=False) as stats:
+            ctx = FitContext(seed=req.seed, device=device, progress=req.progress, num_threads=req.num_threads,
+                             run_dir=run_dir, stats=stats)
             seed_everything(req.seed)
             method, provenance = importer(Path(path), resolved.method_config, ctx, segmenter=segmenter,
                                           parameters=parameters)
             method.save(final_checkpoint_dir(run_dir))
-            write_json(run_dir / "config.json",
-                       config_record(req, resolved, method.config, imported_from=provenance,
-                                     fit_context=ctx.describe()))
-            write_json(run_dir / "env.json", {**env_info(), "device": device_info(ctx.device)})
+            label = git_label(git)
+            write_json_atomic(run_dir / CONFIG_FILE,
+                              config_record(req, resolved, method.config, imported_from=provenance,
+                                            fit_context=ctx.describe(), git_hash=label, train_git_hash=label,
+                                            started=utc_now().isoformat(timespec="seconds")))
+            _append_env(run_dir, "start", ctx.device, git)
             ctx.log(phase="imported", **{k: v for k, v in provenance.items() if isinstance(v, (str, int, float))})
             log.info("imported %s into %s", path, run_dir)
-        finally:
-            log.removeHandler(handler)
-            handler.close()
     except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)  # no half-written run folder for a failed import
+        # An import is all or nothing: no half-written run folder, even one holding a segmenter snapshot.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_empty(created)
         raise
     return run_dir

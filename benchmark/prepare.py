@@ -22,6 +22,13 @@ def prepare_dataset(name: str, data_root: str | None, *, image_size: int | None 
     if not (isinstance(cls, type) and issubclass(cls, RealFormatDataset)):
         raise UserError(f"{name} is not read from an official layout, nothing to prepare "
                         "(prepare is for celeba_wild, celeba_aligned and the other official-format datasets)")
+    if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
+        raise UserError(f"--image-size {image_size}: must be an integer >= 1 (pixels)")
+    if not (isinstance(workers, int) and workers >= 1):
+        raise UserError(f"--workers {workers}: must be an integer >= 1")
+    unknown = [s for s in splits or () if s not in cls.SPLITS]
+    if unknown:  # before the data is looked at: a typo costs nothing
+        raise UserError(f"--split {unknown[0]}: {name} has no such split; splits: {', '.join(cls.SPLITS)}")
     root = resolve_data_root(data_root, name)
     size = image_size or cls.DEFAULT_IMAGE_SIZE
     with warnings.catch_warnings():
@@ -44,7 +51,11 @@ def prepare_dataset(name: str, data_root: str | None, *, image_size: int | None 
              "(incomplete copy or different list files?)")
     prepared: dict[str, Any] = {}
     if not verify_only:
-        prepared = dataset.prepare(splits, force=force, workers=workers, progress=progress)
+        try:
+            prepared = dataset.prepare(splits, force=force, workers=workers, progress=progress)
+        except OSError as exc:  # a read-only cache folder, a full disk
+            raise UserError(f"{name}: cannot write the resized cache ({exc.strerror or type(exc).__name__}: "
+                            f"{exc.filename})") from None
         for split, row in prepared.items():
             if row["action"] == "up to date":
                 echo(f"  cache {split}: up to date, nothing to do ({row['count']:,} images, {row['path']})")

@@ -31,6 +31,7 @@ from segbench.benchmark.errors import UserError
 from segbench.datasets.base import SplitInfo
 from segbench.datasets.fg_views import (CUB_FLOWERS_AUGMENTATION, ViewSplit, augment_choice, check_same_size, grey_mask_full,
                                grey_mask_resized, require_listed_files)
+from segbench.datasets.list_files import inside_path
 from segbench.datasets.realformat import DataFormatError, Members, RealFormatDataset, locate, read_table, require
 
 SUBDIRS = ("CUB_200_2011", "cub", "CUB")
@@ -56,7 +57,7 @@ def read_images_txt(path: Path) -> tuple[np.ndarray, list[str]]:
         if len(tokens) != 2 or not tokens[0].isdigit():
             raise DataFormatError(f"{path}:{lineno}: expected `id relative/path.jpg`, got {line.strip()[:60]!r}")
         ids.append(int(tokens[0]))
-        paths.append(tokens[1].strip())
+        paths.append(inside_path(tokens[1], f"{path}:{lineno}"))
     if len(set(ids)) != len(ids):
         raise DataFormatError(f"{path}: repeated image ids")
     return np.array(ids, np.int64), paths
@@ -169,7 +170,7 @@ class CUB(RealFormatDataset):
     def annotate(self, position: int) -> dict[str, Any]:
         size, out = self.image_size, {}
         if self.mask_dir is not None:
-            out["fg_mask"] = grey_mask_resized(self.mask_path(position), size)
+            out["fg_mask"] = grey_mask_resized(self.mask_path(position), size, self.image_path(position))
         if self.wants("keypoints"):
             width, height = self.stored_size(position)
             scale = np.array([size / width, size / height])

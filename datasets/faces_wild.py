@@ -10,7 +10,6 @@ landmarks scaled with them, as GANSeg's wild-CelebA preprocessing does.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import re
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from segbench.datasets.base import Dataset, SplitInfo
-from segbench.datasets.image_files import ImageFileSplit
-from segbench.datasets.realformat import locate, require
+from segbench.datasets.image_files import ImageFileSplit, image_hw
+from segbench.datasets.list_files import DataFormatError, read_manifest
+from segbench.datasets.realformat import check_count, locate, require
 
 SUBDIR = "faces_wild68"
 LANDMARK_FILE = "landmarks5.csv"
@@ -57,19 +57,34 @@ class FacesWild(Dataset):
     def __init__(self, root: Path | None = None, image_size: int = 128, **options: Any) -> None:
         super().__init__(root, image_size, **options)
         self.base = require_root(root, SUBDIR, (LANDMARK_FILE, "images/train/"), LAYOUT, SOURCE)
-        with open(self.base / LANDMARK_FILE, newline="") as fh:
-            self.rows = list(csv.DictReader(fh))
         coords = [f"{n}_{a}" for n in LANDMARK_NAMES for a in "xy"]
+        # A truncated row, a non-number or a path leaving the folder fails naming the file and line.
+        manifest = read_manifest(self.base / LANDMARK_FILE, ("file", "width", "height", *coords),
+                                 numbers=("width", "height", *coords), paths=("file",))
+        self.manifest = manifest
+        self.rows = manifest.rows
         self.landmarks = np.array([[float(r[c]) for c in coords] for r in self.rows], np.float32).reshape(-1, 5, 2)
-        self.sizes = np.array([[float(r["width"]), float(r["height"])] for r in self.rows], np.float32)
-        self.is_test = np.array([is_test_identity(identity_of(r["file"])) for r in self.rows])
+        self.sizes = np.array([[float(r["width"]), float(r["height"])] for r in self.rows], np.float32).reshape(-1, 2)
+        small = np.flatnonzero((self.sizes <= 0).any(axis=1))
+        if small.size:
+            raise DataFormatError(f"{manifest.where(int(small[0]))}: width and height must be > 0")
+        self.is_test = np.array([is_test_identity(identity_of(r["file"])) for r in self.rows], bool)
+        self._counts_checked: set[str] = set()
 
     def _split(self, name: str) -> ImageFileSplit:
         rows = np.flatnonzero(self.is_test == (name == "test"))
+        if name not in self._counts_checked:  # once per dataset object
+            self._counts_checked.add(name)
+            check_count(f"faces_wild split {name!r} ({LANDMARK_FILE})", len(rows), self.SPLITS[name].expected_size)
         scale = self.image_size / self.sizes  # per image (sx, sy)
 
         def annotate(i: int) -> dict[str, Any]:
             r = rows[i]
+            height, width = image_hw(self.base / self.rows[r]["file"])
+            if (width, height) != tuple(self.sizes[r]):  # the landmarks are pixels of the listed size
+                raise DataFormatError(f"{self.base / self.rows[r]['file']} is {height}x{width} (HxW) but "
+                                      f"{self.manifest.where(int(r))} says {self.sizes[r][1]:g}x{self.sizes[r][0]:g}; "
+                                      "its landmarks would be mis-scaled")
             points = self.landmarks[r] * scale[r]
             return {"landmarks": points, "landmark_visible": np.ones(len(points), bool),
                     "ref_length": np.float32(np.linalg.norm(points[0] - points[1]))}

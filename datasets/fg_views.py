@@ -27,6 +27,7 @@ from torchvision.transforms import functional as TF
 
 from segbench.benchmark.errors import UserError
 from segbench.datasets.base import FitImages, to_tensor
+from segbench.datasets.image_files import check_same_size, to_8bit  # noqa: F401 (check_same_size re-exported)
 from segbench.datasets.realformat import DataFormatError, RealFormatSplit, decode_rgb
 
 AUGMENT_CHOICES = ("none", "ganseg")
@@ -126,7 +127,8 @@ class ViewSplit(RealFormatSplit):
 # --------------------------------------------------------------------------- mask files
 
 def open_mask(path: Path) -> Image.Image:
-    """The mask image, decoded (a missing or corrupt file fails naming it)."""
+    """The mask image, decoded, in an 8-bit mode (16-bit scaled, float refused: ``to_8bit``); a
+    missing or corrupt file fails naming it."""
     from segbench.benchmark.errors import DataNotFoundError
 
     path = Path(path)
@@ -135,7 +137,7 @@ def open_mask(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.copy()
+            return to_8bit(im.copy(), path)
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataFormatError(f"corrupt mask {path}: {exc}") from None
 
@@ -150,20 +152,15 @@ def grey_mask_full(path: Path) -> np.ndarray:
     return np.asarray(grey(open_mask(path)), dtype=np.float32) / 255.0
 
 
-def grey_mask_resized(path: Path, size: int) -> np.ndarray:
+def grey_mask_resized(path: Path, size: int, image_path: Path | None = None) -> np.ndarray:
     """bool [size, size]: the grey mask resized whole with PIL bilinear, then > 127.5 (GANSeg
-    ``cub_preprocess.py`` order: resize first, threshold second)."""
-    resized = grey(open_mask(path)).resize((size, size), Image.Resampling.BILINEAR)
+    ``cub_preprocess.py`` order: resize first, threshold second). With ``image_path`` the mask
+    must have its image's size (a resize would otherwise hide a mismatch)."""
+    mask = grey(open_mask(path))
+    if image_path is not None:
+        check_same_size((mask.height, mask.width), image_path, path)
+    resized = mask.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized) > MASK_THRESHOLD
-
-
-def check_same_size(mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
-    """The redo / melas views crop image and mask separately; they must have the same size."""
-    with Image.open(image_path) as im:
-        width, height = im.size
-    if mask.shape[:2] != (height, width):
-        raise DataFormatError(f"{mask_path} is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image {image_path} "
-                              f"is {height}x{width}")
 
 
 def missing_files(paths: list[Path]) -> list[Path]:

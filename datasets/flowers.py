@@ -105,7 +105,9 @@ class Flowers(RealFormatDataset):
 
     def fg_mask(self, image_id: int) -> np.ndarray:
         """bool [S, S]: the segmim resized to S x S (PIL bilinear), then not background."""
-        segmim = open_mask(self.segmim_dir / segmim_name(image_id)).convert("RGB")
+        path = self.segmim_dir / segmim_name(image_id)
+        segmim = open_mask(path).convert("RGB")
+        check_same_size((segmim.height, segmim.width), self.image_dir / image_name(image_id), path)
         resized = segmim.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
         return ~background_from_segmim(np.asarray(resized))
 

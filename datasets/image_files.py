@@ -18,16 +18,62 @@ from segbench.datasets.list_files import DataFormatError
 Annotate = Callable[[int], dict[str, Any]]  # index -> annotation at the split's image_size
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey (PNG/TIFF); "I" when within 0..65535
+
+
+def to_8bit(im: Image.Image, path: Path) -> Image.Image:
+    """An image PIL can convert to 8-bit RGB / L faithfully: 16-bit grey (``I;16*``, or ``I`` with
+    values within 0..65535) scaled to 0..255 (v * 255 / 65535, rounded; PIL's own ``convert``
+    clips it, so a 16-bit picture came out all white); the 8-bit modes (L, P, RGB, RGBA, LA, CMYK,
+    1, ...) as they are (``convert`` then drops alpha and maps palettes, as the reference code's
+    ``convert("RGB")``). Floating-point images (``F``, e.g. a float TIFF) have no agreed value
+    range and are refused, naming the file."""
+    mode = im.mode
+    if mode in SIXTEEN_BIT_MODES or mode.startswith("I;16"):
+        values = np.asarray(im).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataFormatError(f"{path}: a {mode} image with values {values.min()}..{values.max()}, outside "
+                                  "16 bits; save it as an 8-bit (or 16-bit) image")
+        return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    if mode.startswith("F"):
+        raise DataFormatError(f"{path}: a floating-point image (mode {mode}) has no fixed value range; "
+                              "save it as an 8-bit (or 16-bit) image")
+    return im
+
+
 def decode_rgb(path: Path) -> np.ndarray:
-    """uint8 [H, W, 3] as stored; a missing or undecodable file fails naming it."""
+    """uint8 [H, W, 3]; a missing, undecodable or floating-point file fails naming it. 16-bit
+    images are scaled to 8 bits (``to_8bit``); palette, grey, alpha and CMYK images are converted."""
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"missing image {path}")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(to_8bit(im, path).convert("RGB"))
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataFormatError(f"corrupt image {path}: {exc}") from None
+
+
+def image_hw(image_path: Path) -> tuple[int, int]:
+    """(H, W) from the image file's header (a missing or corrupt file fails naming it)."""
+    if not Path(image_path).is_file():
+        raise DataNotFoundError(f"missing image {image_path}")
+    try:
+        with Image.open(image_path) as im:
+            width, height = im.size
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataFormatError(f"corrupt image {image_path}: {exc}") from None
+    return height, width
+
+
+def check_same_size(mask: np.ndarray | tuple[int, int], image_path: Path, mask_path: Path) -> None:
+    """A mask must have its image's size (scored views crop or resize both alike); ``mask`` is the
+    decoded mask or its (H, W). The error names both files."""
+    mask_hw = tuple(mask[:2]) if isinstance(mask, tuple) else tuple(mask.shape[:2])
+    height, width = image_hw(image_path)
+    if mask_hw != (height, width):
+        raise DataFormatError(f"{mask_path} is {mask_hw[0]}x{mask_hw[1]} (HxW) but its image {image_path} "
+                              f"is {height}x{width}")
 
 
 def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:

@@ -19,6 +19,80 @@ class DataFormatError(UserError):
     """A dataset file is present but unusable (truncated list, malformed line, corrupt image)."""
 
 
+def inside_path(relpath: str, where: str) -> str:
+    """``relpath`` when it names a place inside the dataset folder: not empty, not absolute (``/x``,
+    ``~/x``) and without a ``..`` part (``/`` or ``\\`` separated); else a DataFormatError naming
+    ``where`` (the list file and its row), so a list cannot make a loader read outside the data root."""
+    text = str(relpath).strip()
+    if not text or text.startswith(("/", "\\", "~")) or ".." in text.replace("\\", "/").split("/"):
+        raise DataFormatError(f"{where}: path {text!r} is not inside the dataset folder (absolute and '..' "
+                              "paths are refused)")
+    return text
+
+
+def check_inside(names: Sequence[str], where: str) -> None:
+    """``inside_path`` for every name of a list file ``where`` (one cheap pass for 200k names)."""
+    for line, name in enumerate(names, 1):
+        if not name or ".." in name or name[0] in "/\\~":
+            inside_path(name, f"{where} (entry {line})")
+
+
+@dataclass
+class Manifest:
+    """Rows of a CSV manifest (``read_manifest``): ``rows`` as dicts, ``lines`` their line numbers."""
+
+    path: Path
+    rows: list[dict[str, str]]
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def where(self, index: int) -> str:
+        return f"{self.path}:{self.lines[index]}"
+
+
+def read_manifest(path: Path, columns: Sequence[str], numbers: Sequence[str] = (),
+                  paths: Sequence[str] = ()) -> Manifest:
+    """A CSV file with a header line naming at least ``columns``. Every row must have every
+    column (a truncated last row fails), ``numbers`` must be finite numbers and ``paths`` relative
+    paths inside the dataset folder (``inside_path``); the first bad row fails naming the file, its
+    line and the column."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise DataFormatError(f"{path}: no column {', '.join(missing)} in its header "
+                                      f"({', '.join(header) or 'empty file'}); expected {', '.join(columns)}")
+            rows, lines = [], []
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                if None in row or any(row.get(c) is None for c in header):
+                    got = len([v for v in row.values() if v is not None]) + len(row.get(None) or [])
+                    raise DataFormatError(f"{where}: expected {len(header)} fields, got {got} (truncated or "
+                                          "malformed row)")
+                for c in numbers:
+                    text = row[c].strip()
+                    try:
+                        value = float(text)
+                    except ValueError:
+                        value = float("nan")
+                    if not np.isfinite(value):
+                        raise DataFormatError(f"{where}: column {c} is {text!r}, not a finite number")
+                for c in paths:
+                    row[c] = inside_path(row[c], f"{where} (column {c})")
+                rows.append(row)
+                lines.append(reader.line_num)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataFormatError(f"{path}: not a readable CSV file ({exc})") from None
+    return Manifest(path, rows, lines)
+
+
 def _is_number(token: str) -> bool:
     try:
         float(token)
@@ -39,6 +113,7 @@ def read_name_list(path: Path) -> list[str]:
         names = names[1:]
     if declared is not None and declared != len(names):
         raise DataFormatError(f"{path} declares {declared} names but has {len(names)} (truncated?)")
+    check_inside(names, str(path))  # image names are joined under an image folder
     return names
 
 
@@ -96,6 +171,7 @@ def read_table(path: Path, ncols: int) -> Table:
     names, values = parsed if parsed is not None else _parse_rows_strict(path, lines, rows, ncols)
     if declared is not None and declared != len(rows):
         raise DataFormatError(f"{path} declares {declared} rows but has {len(rows)} (truncated?)")
+    check_inside(names, str(path))  # row names may be joined under an image folder
     return Table(path, names, values)
 
 

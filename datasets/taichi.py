@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from segbench.datasets.base import SplitInfo
-from segbench.datasets.fg_views import TAICHI_AUGMENTATION, ViewSplit, augment_choice, grey_mask_full, grey_mask_resized, \
-    require_listed_files
+from segbench.datasets.fg_views import (TAICHI_AUGMENTATION, ViewSplit, augment_choice, check_same_size,
+                                       grey_mask_full, grey_mask_resized, require_listed_files)
+from segbench.datasets.list_files import inside_path
 from segbench.datasets.realformat import CountMismatchWarning, DataFormatError, Members, RealFormatDataset, locate, log, \
     require
 
@@ -77,6 +78,8 @@ def read_keypoint_pickle(path: Path) -> tuple[list[str], np.ndarray]:
         values.append(array)
     if len(set(names)) != len(names):
         raise DataFormatError(f"{path}: a file_name appears twice")
+    for row, name in enumerate(names):
+        inside_path(name, f"{path}: row {row} file_name")
     return names, np.stack(values) if values else np.zeros((0, NUM_KEYPOINTS, 2))
 
 
@@ -150,8 +153,16 @@ class Taichi(RealFormatDataset):
         out = {"keypoints_256": value.astype(np.float32), "landmarks": scaled.astype(np.float32),
                "landmark_visible": present(value).all(axis=-1)}
         if split == "test":
-            out["fg_mask"] = grey_mask_resized(self.mask_dir / file_name, self.image_size)
+            out["fg_mask"] = grey_mask_resized(self.mask_dir / file_name, self.image_size,
+                                               self.eval_path(split, file_name))
         return out
+
+    def full_fg_mask(self, split: str, file_name: str) -> np.ndarray:
+        """The test mask at the stored resolution (value / 255), the size of its frame."""
+        path = self.mask_dir / file_name
+        mask = grey_mask_full(path)
+        check_same_size(mask, self.eval_path(split, file_name), path)
+        return mask
 
     def expected_size(self, split: str) -> int:
         if split == "train":  # frames per video vary: no documented frame count (videos are checked)
@@ -194,7 +205,7 @@ class Taichi(RealFormatDataset):
             return ViewSplit(base, None, TAICHI_AUGMENTATION if self.augment == "ganseg" else None)
         if name == "test":
             names = self.names[name]
-            return ViewSplit(base, lambda i: grey_mask_full(self.mask_dir / names[i]))
+            return ViewSplit(base, lambda i: self.full_fg_mask(name, names[i]))
         return ViewSplit(base)
 
     def frame_key(self, split: str, index: int) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 
 from segbench.benchmark.config import PRESET_NAMES, dumps, from_jsonable, resolve_config
+from segbench.benchmark.errors import UserError
 from segbench.methods.context import FitContext, write_json_atomic
 
 PARTS = "parts"
@@ -172,8 +173,41 @@ class Method(ABC):
 
     @classmethod
     def load(cls, directory: Path) -> "Method":
+        """The method saved in ``directory``. A missing, truncated or foreign ``method_config.json``
+        or ``state.pt`` is a ``UserError`` naming the file (one line, exit 2), never a traceback."""
+        from segbench.benchmark.errors import RunFileError, read_json_file
+
         directory = Path(directory)
-        config = from_jsonable(cls.Config, json.loads((directory / "method_config.json").read_text()))
-        method = cls(config)
-        method.load_state_dict(torch.load(directory / "state.pt", map_location="cpu", weights_only=True))
+        config_path, state_path = directory / "method_config.json", directory / "state.pt"
+        data = read_json_file(config_path, f"the saved {cls.__name__} config")
+        if not isinstance(data, dict):
+            raise RunFileError(f"{config_path}: holds a {type(data).__name__}, not a {cls.__name__} config object")
+        try:
+            config = from_jsonable(cls.Config, data)
+        except UserError as exc:
+            raise RunFileError(f"{config_path}: {exc}") from None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise RunFileError(f"{config_path}: does not fit {cls.__name__}.Config ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        try:
+            method = cls(config)
+        except UserError as exc:
+            raise RunFileError(f"{config_path}: {exc}") from None
+        if not state_path.is_file():
+            raise RunFileError(f"{state_path}: missing (the fitted {cls.__name__}'s weights)")
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, random bytes or not a weights-only checkpoint
+            raise RunFileError(f"{state_path}: unreadable checkpoint ({type(exc).__name__}); truncated or corrupt")\
+                from None
+        if not isinstance(state, dict):
+            raise RunFileError(f"{state_path}: holds a {type(state).__name__}, not a state dict")
+        try:
+            method.load_state_dict(state)
+        except UserError as exc:
+            raise RunFileError(f"{state_path}: {exc}") from None
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise RunFileError(f"{state_path}: does not match {cls.__name__} with {config_path.name} "
+                               f"({type(exc).__name__}: {first[:200]})") from None
         return method

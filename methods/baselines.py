@@ -6,17 +6,18 @@ from dataclasses import dataclass
 
 import torch
 
+from segbench.benchmark.config import MAX_PARTS, domain
 from segbench.methods.base import PARTS, SAMPLES, Method
 from segbench.methods.context import FitContext
 
 
 @dataclass(frozen=True)
 class CentrePriorConfig:
-    num_parts: int = 8
+    num_parts: int = domain(8, ge=1, le=MAX_PARTS)
     # Foreground disc radius as a fraction of the image side; parts sit on a ring inside it.
-    radius_frac: float = 0.3
-    ring_frac: float = 0.5  # ring radius as a fraction of the disc radius
-    edge_softness_frac: float = 0.03  # logistic edge width of the disc, fraction of the side
+    radius_frac: float = domain(0.3, gt=0)
+    ring_frac: float = domain(0.5, ge=0, le=1)  # ring radius as a fraction of the disc radius
+    edge_softness_frac: float = domain(0.03, gt=0)  # logistic edge width of the disc, fraction of the side
 
 
 class CentrePrior(Method):
@@ -56,8 +57,8 @@ class CentrePrior(Method):
 
 @dataclass(frozen=True)
 class DummyConfig:
-    num_parts: int = 4
-    logit_scale: float = 3.0
+    num_parts: int = domain(4, ge=1, le=MAX_PARTS)
+    logit_scale: float = domain(3.0, ge=0)
 
 
 class Dummy(Method):

@@ -14,8 +14,11 @@ thread count and the run's one ``StatsLog``.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +42,26 @@ def final_checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINTS / FINAL
 
 
+_TMP_COUNTER = itertools.count()
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """JSON through a temporary name and ``os.replace``: a reader never sees half a file."""
+    """JSON through a unique temporary name beside ``path`` and ``os.replace``: a reader never
+    sees half a file, and two writers never share a temporary file (the name holds the process,
+    the thread and a counter, and is opened exclusively). The temporary file is removed if the
+    write fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{next(_TMP_COUNTER)}.tmp")
+    try:
+        with open(tmp, "x") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 class StatsLog:
@@ -53,6 +69,18 @@ class StatsLog:
 
     One per run, opened by the runner and handed to the method through ``FitContext.stats``;
     each ``write`` appends whole lines, so concurrent readers see complete rows.
+
+    Rows the runner writes besides the loops' ``{"phase": <stage>, "step": n, ...}`` rows:
+
+    - ``{"phase": "resumed", "session": s, "from_step": {stage: step, ...}, ...}`` when
+      ``run --resume`` continues the run (``session`` 2, 3, ...; ``from_step``: the step of each
+      stage's training snapshot on disk, i.e. where that stage continues). Rows of a stage with
+      ``step > from_step[stage]`` written *before* this marker came from the interrupted process
+      after its last snapshot: that work was lost and is redone, so the same steps appear again
+      after the marker. Read the file with :func:`read_stats`, which drops those superseded rows.
+    - ``{"phase": "error", "error": <one line>, "type": <exception class>, "command": ...}`` when
+      a command stops on an error or Ctrl-C (``type`` ``KeyboardInterrupt``).
+    - ``fit_done``, ``eval_done`` (a run) and ``rescored`` (an ``eval``).
     """
 
     def __init__(self, path: Path) -> None:
@@ -64,6 +92,28 @@ class StatsLog:
         row = {"time_s": round(time.perf_counter() - self._t0, 3), **stats}
         with self.path.open("a") as fh:
             fh.write(json.dumps(row, sort_keys=True, default=float) + "\n")
+
+
+def read_stats(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``stats.jsonl``, without the rows a resume superseded: for each
+    ``{"phase": "resumed", "from_step": {stage: step}}`` marker, the earlier rows of that stage
+    with a larger step (training after the stage's last snapshot, lost with the interrupted
+    process and redone after the marker) are dropped. A line that is not JSON (a process killed
+    mid-write) is skipped."""
+    rows: list[dict[str, Any]] = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(row, dict):
+            continue
+        if row.get("phase") == "resumed" and isinstance(row.get("from_step"), dict):
+            resumed_at = {k: v for k, v in row["from_step"].items() if isinstance(v, int)}
+            rows = [r for r in rows if not (r.get("phase") in resumed_at and isinstance(r.get("step"), int)
+                                            and r["step"] > resumed_at[r["phase"]])]
+        rows.append(row)
+    return rows
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

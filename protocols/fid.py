@@ -5,7 +5,16 @@ The metric name carries the number of generated images (option ``n_generated``: 
 and numbers with different counts are not comparable. ``--limit`` caps only the real side. Real-image statistics are cached on disk, keyed by
 dataset, split, resolution, a content fingerprint of the split and the feature network
 (:func:`protocols.metrics.fid.cached_real_statistics`), so re-scoring a run re-extracts only the
-generated side. Features: torch-fidelity's InceptionV3 with the offline TF-Inception weights
+generated side.
+
+The value does not depend on ``--batch-size``: both sides go through the feature network, and the
+method's ``sample(n, seed=...)``, in fixed chunks of :data:`SAMPLE_CHUNK` images, chunk ``c`` of
+the generated side drawn with ``seed=SAMPLE_SEED_BASE + c``. Generated image ``i`` is image
+``i % SAMPLE_CHUNK`` of chunk ``i // SAMPLE_CHUNK``, the same image whatever the batch size (and,
+as ``SAMPLE_CHUNK`` divides every ``n_generated`` choice, whatever the count). Version 1 drew a
+seed per batch of ``--batch-size`` images, so its values depended on it.
+
+Features: torch-fidelity's InceptionV3 with the offline TF-Inception weights
 (:mod:`segbench.feature_nets`), on the ``device`` ``evaluate`` is given; nothing is downloaded.
 FID is a distance between two feature distributions, so it has no per-image values.
 """
@@ -26,6 +35,9 @@ from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
 
 # Generated-image seeds start here so they never coincide with training seeds 0, 1, 2, ...
 SAMPLE_SEED_BASE = 1_000_003
+# Images per method.sample call and per feature-network call, on both sides: a constant, never
+# --batch-size. It divides every N_GENERATED_CHOICES count, so every chunk is full.
+SAMPLE_CHUNK = 50
 # Option values are the metric-name suffixes (fid_metric_name spelling); 5k is the CPU-sized default.
 N_GENERATED_CHOICES = ("5k", "50k", "10k", "1k", "100")
 
@@ -46,9 +58,11 @@ def split_fingerprint(split: Split) -> str:
 
 def real_statistics(split: Split, dataset_name: str, image_size: int, *, batch_size: int, progress: bool,
                     device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the split's features, in chunks of ``SAMPLE_CHUNK`` images
+    (``batch_size`` is accepted for the protocol interface and does not change the value)."""
     def compute() -> tuple[np.ndarray, np.ndarray]:
         acc = FeatureStatsAccumulator()
-        for indices in batch_ranges(len(split), batch_size, progress=progress,
+        for indices in batch_ranges(len(split), SAMPLE_CHUNK, progress=progress,
                                     desc=f"real {dataset_name}/{split.name}"):
             images = np.stack([split.image(i) for i in indices])  # uint8 [B,H,W,3]
             acc.update(feature_nets.inception_features(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
@@ -62,8 +76,10 @@ def real_statistics(split: Split, dataset_name: str, image_size: int, *, batch_s
 
 def generated_statistics(method: Any, n: int, *, batch_size: int, progress: bool,
                          device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the features of ``n`` samples, drawn ``SAMPLE_CHUNK`` at a time with
+    ``seed=SAMPLE_SEED_BASE + chunk`` (``batch_size`` does not change the value)."""
     acc = FeatureStatsAccumulator()
-    for chunk, indices in enumerate(batch_ranges(n, batch_size, progress=progress, desc="generated")):
+    for chunk, indices in enumerate(batch_ranges(n, SAMPLE_CHUNK, progress=progress, desc="generated")):
         acc.update(feature_nets.inception_features(method.sample(len(indices), seed=SAMPLE_SEED_BASE + chunk),
                                                    device=device))
     return acc.statistics()
@@ -88,7 +104,7 @@ class FidProtocol(Protocol):
 class CubPhotosFid(FidProtocol):
     spec = ProtocolSpec(
         name="cub_photos_fid",
-        version="1",
+        version="2",
         reproduces="image quality on real birds (GANSeg supp. §C protocol: samples vs training images)",
         dataset="cub_photos",
         splits={"fit": "all", "reference": "all"},
@@ -105,7 +121,7 @@ class CubPhotosFid(FidProtocol):
 def _training_set_fid(name: str, dataset: str, table: str, num_parts: int = 8) -> ProtocolSpec:
     """GANSeg supp. §C: 50,000 samples against the dataset's GAN-training images."""
     return ProtocolSpec(
-        name=name, version="1", reproduces=table, dataset=dataset,
+        name=name, version="2", reproduces=table, dataset=dataset,
         splits={"fit": "train", "reference": "train"}, image_size=128, needs=frozenset({"samples"}),
         num_parts=num_parts,
         metrics=(MetricSpec("fid{n_generated}", False, "train", "",

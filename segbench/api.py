@@ -17,12 +17,14 @@ sit above this layer; tests/test_api.py checks that)::
 - ``Dataset``, ``Split``, ``SplitInfo``, ``FitImages``: the dataset contract (the fit view holds
   images only).
 - ``UserError``: a failure the user can fix; the CLI prints its one line and exits 2.
-- ``resolve_config``, ``PRESET_NAMES``, ``to_jsonable``, ``from_jsonable``: config helpers
-  for frozen-dataclass configs with ``paper`` / ``quick`` / ``smoke`` presets.
+- ``resolve_config``, ``PRESET_NAMES``, ``to_jsonable``, ``from_jsonable``, ``domain``,
+  ``validate_config``: config helpers for frozen-dataclass configs with ``paper`` / ``quick`` /
+  ``smoke`` presets (``domain(default, ge=0, ...)`` declares a field's allowed values, checked
+  when the config is resolved).
 """
 from __future__ import annotations
 
-from segbench.benchmark.config import PRESET_NAMES, from_jsonable, resolve_config, to_jsonable
+from segbench.benchmark.config import PRESET_NAMES, domain, from_jsonable, resolve_config, to_jsonable, validate_config
 from segbench.benchmark.errors import UserError
 from segbench.benchmark.registry import PluginLoadError, Registry, UnknownNameError
 from segbench.datasets import DATASETS
@@ -39,4 +41,4 @@ __all__ = ["DATASETS", "METHODS", "PARTS", "PRESET_NAMES", "PROTOCOLS", "SAMPLES
            "Protocol", "ProtocolSpec", "Registry", "Snapshot", "Split", "SplitInfo", "StatsLog", "StatsWindow",
            "TrainingDiverged",
            "UnknownNameError", "UserError", "check_finite", "final_checkpoint_dir", "from_jsonable",
-           "resolve_config", "run_steps", "to_jsonable"]
+           "resolve_config", "run_steps", "to_jsonable", "domain", "validate_config"]

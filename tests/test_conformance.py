@@ -106,7 +106,8 @@ def test_protocol_scores_every_declared_metric(name, method, tmp_path, monkeypat
     model = resolved.method_cls(resolved.method_config)
     model.fit(resolved.dataset.split(spec.splits["fit"], limit=12).fit_images(), FitContext(seed=0, run_dir=tmp_path, progress=False))
     context = dict(method=method, protocol=name, protocol_version=spec.version, dataset=spec.dataset,
-                   seed=0, run_id="t", num_parts=model.num_parts, preset="smoke", git_hash="x", date="d")
+                   seed=0, run_id="t", num_parts=model.num_parts, preset="smoke", git_hash="x", date="d",
+                   limit=12, batch_size=32, train_git_hash="x")
     records = score(model, resolved, request, context)
     declared = {m.name for m in spec.metric_specs(resolved.protocol.options)}
     assert {r["metric"] for r in records} == declared

@@ -276,8 +276,8 @@ def test_gan_resume_is_bit_identical(tmp_path):
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     _, info = train_gan(cfg, data, _ctx(tmp_path / "b"))  # finished: nothing to train
     assert info["gan_steps_this_call"] == 0
-    with pytest.raises(UserError, match=r"different gan run \(changed: lr_g\)"):
-        train_gan(replace(cfg, lr_g=1e-3), data, _ctx(tmp_path / "b"))
+    with pytest.raises(UserError, match=r"different gan run \(changed: gp_weight\)"):
+        train_gan(replace(cfg, gp_weight=1.0), data, _ctx(tmp_path / "b"))
     with pytest.raises(UserError, match=r"changed: seed"):
         train_gan(cfg, data, _ctx(tmp_path / "b", seed=4))
 

@@ -91,7 +91,8 @@ def _score_to(run_dir, method, protocol, data_root=None, limit=24, options=None)
     resolved = resolve(request)
     model = resolved.method_cls(resolved.method_config)
     context = dict(method=method, protocol=protocol, protocol_version="1", dataset=resolved.protocol.spec.dataset,
-                   seed=0, run_id="t", num_parts=model.num_parts, preset="smoke", git_hash="x", date="d")
+                   seed=0, run_id="t", num_parts=model.num_parts, preset="smoke", git_hash="x", date="d",
+                   limit=12, batch_size=32, train_git_hash="x")
     records = score(model, resolved, request, context, run_dir=run_dir)
     by_metric = defaultdict(list)
     for split, image_id, metric, value in read_per_image_scores(run_dir / "scores_per_image.csv.gz"):

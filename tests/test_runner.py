@@ -35,10 +35,14 @@ def test_run_writes_every_record_file(runs):
     assert {r["n_eval"] for r in records} == {48}
     config = json.loads((run_dir / "config.json").read_text())
     assert config["method_config"]["num_parts"] == 6 and config["protocol"]["name"] == "synthetic_parts"
-    env = json.loads((run_dir / "env.json").read_text())
-    assert {"git", "python", "torch", "torchvision", "cpu"} <= set(env)
+    history = json.loads((run_dir / "env.json").read_text())  # a list: start, then one entry per resume
+    assert isinstance(history, list) and [e["event"] for e in history] == ["start"]
+    env = history[0]
+    assert {"git", "python", "torch", "torchvision", "cpu", "date"} <= set(env)
     assert config["fit_context"]["device"] == "cpu" and config["request"]["device"] == "cpu"
     assert env["device"]["device"] == "cpu"
+    assert config["train_git_hash"] == config["git_hash"] == records[0]["git_hash"] == records[0]["train_git_hash"]
+    assert {r["limit"] for r in records} == {48} and {r["batch_size"] for r in records} == {32}
     stats = [json.loads(l) for l in (run_dir / "stats.jsonl").read_text().splitlines()]
     assert [s["phase"] for s in stats] == ["fit_done", "eval_done"]
 

@@ -234,8 +234,8 @@ def test_resume_is_bit_identical(tmp_path):
     # a finished checkpoint: calling again trains nothing and returns the same model
     again, info = train_segmenter(cfg, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
     assert info["steps_this_call"] == 0 and torch.equal(again.head.weight, full.head.weight)
-    with pytest.raises(UserError, match="lr"):
-        train_segmenter(replace(cfg, lr=1e-3), SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(UserError, match="betas"):
+        train_segmenter(replace(cfg, betas=(0.8, 0.99)), SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
     with pytest.raises(UserError, match="seed"):
         train_segmenter(cfg, SQUARES, seed=5, progress=False, checkpoint_dir=tmp_path)
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from segbench.benchmark.records import RECORD_FIELDS
+from segbench.benchmark.records import RECORD_FIELDS, SCHEMA_VERSION
 from segbench.benchmark.tables import PAPER_COLUMNS, aggregate, load_runs, paper_vs_ours, pivot_ours, write_tables
 
 
@@ -12,7 +12,7 @@ def _record(method, seed, metric, value, hib=True, protocol="p", num_parts=4):
     row = dict.fromkeys(RECORD_FIELDS, "x")
     row.update(method=method, seed=seed, metric=metric, value=value, higher_is_better=hib,
                protocol=protocol, protocol_version="1", split="test", preset="paper", num_parts=num_parts,
-               n_eval=10, run_id=f"r{seed}")
+               n_eval=10, run_id=f"r{seed}", limit=None, batch_size=32, schema_version=SCHEMA_VERSION)
     return row
 
 
@@ -30,7 +30,8 @@ def test_mean_std_count_match_numpy(tmp_path):
     assert len(agg) == 1
     assert np.isclose(agg["mean"][0], np.mean(values))
     assert np.isclose(agg["std"][0], np.std(values, ddof=1))
-    assert agg["n_seeds"][0] == 3
+    assert agg["n_runs"][0] == 3 and agg["n_seeds"][0] == 3 and agg["seeds"][0] == "0,1,2"
+    assert not agg["duplicate_seed"][0]
 
 
 def test_pivot_marks_direction_and_paper_delta(tmp_path):
@@ -58,3 +59,39 @@ def test_tables_are_byte_identical_on_rerun(tmp_path):
     assert files1
     for f in files1:
         assert f.read_bytes() == (out2 / f.name).read_bytes()
+
+
+def _grouped(rows):
+    return aggregate(pd.DataFrame(rows))
+
+
+def test_groups_that_share_a_row_and_column_stay_apart():
+    """Another protocol version is another column; another n_eval stays apart inside one cell."""
+    v2 = dict(_record("a", 0, "iou", 0.5), protocol_version="2")
+    small = dict(_record("a", 1, "iou", 0.9), n_eval=20)
+    agg = _grouped([_record("a", 0, "iou", 0.1), _record("a", 1, "iou", 0.3), v2, small])
+    assert len(agg) == 3 and list(agg["n_runs"]) == [2, 1, 1]
+    table = pivot_ours(agg)
+    assert list(table.columns) == ["p v1 / iou ↑", "p v2 / iou ↑"]
+    assert table.loc["a [paper] K=4", "p v1 / iou ↑"] == \
+        "0.2000 ± 0.1414 (n=2) [test, n_eval=10]; 0.9000 (n=1) [test, n_eval=20]"
+    assert table.loc["a [paper] K=4", "p v2 / iou ↑"] == "0.5000 (n=1)"
+
+
+def test_limited_runs_are_their_own_row_and_not_joined_with_papers():
+    limited = dict(_record("a", 0, "err", 50.0, hib=False), limit=4, n_eval=4)
+    agg = _grouped([_record("a", 0, "err", 10.0, hib=False), limited])
+    table = pivot_ours(agg)
+    assert list(table.index) == ["a [paper] K=4", "a [paper] K=4 limit=4"]
+    assert table.loc["a [paper] K=4 limit=4", "p / err ↓"] == "50.0000 (n=1)"
+    paper = pd.DataFrame([dict(zip(PAPER_COLUMNS, ["P", "Tab.1", "P Tab.1", "Ours", "a", "p", "err", 4, 9.5, ""]))])
+    paper["num_parts"] = paper["num_parts"].astype("Int64")
+    joined = paper_vs_ours(agg, paper)
+    assert list(joined["ours_mean"]) == [10.0] and list(joined["ours_detail"]) == ["v1, n_eval 10, n=1"]
+
+
+def test_runs_are_counted_not_unique_seeds():
+    agg = _grouped([_record("a", 0, "iou", 0.5), _record("a", 0, "iou", 0.7)])
+    row = agg.iloc[0]
+    assert (row["n_runs"], row["n_seeds"], row["seeds"], bool(row["duplicate_seed"])) == (2, 1, "0,0", True)
+    assert pivot_ours(agg).iloc[0, 0] == "0.6000 ± 0.1414 (n=2, seeds 0,0, duplicate seed)"

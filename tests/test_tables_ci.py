@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from segbench.benchmark.paired_bootstrap import paired_bootstrap
-from segbench.benchmark.records import RECORD_FIELDS
+from segbench.benchmark.records import RECORD_FIELDS, SCHEMA_VERSION
 from segbench.benchmark.tables import PER_IMAGE_FILE, paired_ci, write_ci_tables
 from tests.conftest import run_cli_here as run_cli
 
@@ -72,17 +72,17 @@ def test_deterministic_and_validated():
 # ---------------------------------------------------------------- fabricated runs
 
 
-def _run(root, method, seed, metrics, per_image=None, protocol="p", preset="quick"):
+def _run(root, method, seed, metrics, per_image=None, protocol="p", preset="quick", limit=None):
     """A run folder with metrics.json (one record per metric: name -> (mean value, higher_is_better)) and,
     when given, scores_per_image.csv.gz from {metric: {image_id: value}}."""
-    d = root / protocol / method / f"20240101-000000-00000{seed}-s{seed}"
+    d = root / protocol / method / f"20240101-000000-00000{seed}{'' if limit is None else f'-l{limit}'}-s{seed}"
     d.mkdir(parents=True)
     records = []
     for metric, (value, hib) in metrics.items():
         row = dict.fromkeys(RECORD_FIELDS, "x")
         row.update(method=method, protocol=protocol, protocol_version="1", split="test", metric=metric,
                    value=value, higher_is_better=hib, seed=seed, run_id=d.name, n_eval=8, num_parts=4,
-                   preset=preset)
+                   preset=preset, limit=limit, batch_size=32, schema_version=SCHEMA_VERSION)
         records.append(row)
     (d / "metrics.json").write_text(json.dumps(records))
     if per_image is not None:
@@ -110,6 +110,7 @@ def test_cli_prints_the_interval(tmp_path):
     runs = tmp_path / "runs"
     gamma = _fabricate(runs)
     out = tmp_path / "tables"
+    (tmp_path / "nopaper").mkdir()
     res = run_cli("tables", "--runs", str(runs), "--paper", str(tmp_path / "nopaper"), "--out", str(out),
                   "--ci", "--ci-resamples", "2000")
     assert res.returncode == 0, res.stderr
@@ -171,3 +172,27 @@ def test_bad_per_image_columns_is_a_user_error(tmp_path):
     pd.DataFrame({"image_id": ["x"], "value": [1.0]}).to_csv(d / PER_IMAGE_FILE, index=False)
     res = run_cli("tables", "--runs", str(tmp_path), "--out", str(tmp_path / "t"), "--ci")
     assert res.returncode == 2 and "expected ['split', 'image_id', 'metric', 'value']" in res.stderr
+
+
+def test_pairs_only_runs_of_the_same_limit(tmp_path):
+    """A --limit run is its own arm: compared with limited runs of the same limit, never with full runs."""
+    _run(tmp_path, "a", 0, {"err": (0.0, False)}, {"err": ALPHA_ERR})
+    _run(tmp_path, "b", 0, {"err": (0.0, False)}, {"err": BETA_ERR})
+    _run(tmp_path, "a", 0, {"err": (0.0, False)}, {"err": dict(list(BETA_ERR.items())[:4])}, limit=4)
+    frame, notes = paired_ci(tmp_path, resamples=200)
+    assert notes == [] and len(frame) == 1  # the limited run of a has no limited partner
+    assert (frame.iloc[0]["method_a"], frame.iloc[0]["method_b"]) == ("a [quick] K=4", "b [quick] K=4")
+    _run(tmp_path, "b", 0, {"err": (0.0, False)}, {"err": dict(list(ALPHA_ERR.items())[:4])}, limit=4)
+    frame, _ = paired_ci(tmp_path, resamples=200)
+    limited = frame[frame["method_a"].str.endswith("limit=4")]
+    assert list(limited["method_b"]) == ["b [quick] K=4 limit=4"] and list(limited["n_images"]) == [4]
+    full = frame[~frame["method_a"].str.endswith("limit=4")]
+    assert list(full["n_images"]) == [8]
+
+
+def test_unreadable_per_image_file_is_a_user_error_naming_it(tmp_path):
+    d = _run(tmp_path, "a", 0, {"err": (0.0, False)})
+    (d / PER_IMAGE_FILE).write_bytes(b"\x1f\x8b\x08\x00garbage")
+    res = run_cli("tables", "--runs", str(tmp_path), "--out", str(tmp_path / "t"), "--ci")
+    assert res.returncode == 2 and str(d / PER_IMAGE_FILE) in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ SNAPSHOT_FORMAT = 2
 # Test hook: "stage@k" makes step k (1-based) of that stage produce a NaN loss and NaN weights,
 # as a real divergence would, so tests can check that a run stops with a finite snapshot.
 INJECT_NAN_ENV = "SEGBENCH_INJECT_NAN"
+# Test hook: "stage@k" kills this process with SIGKILL right after step k of that stage (after
+# any snapshot due at k), as `kill -9` would, so tests can check that --resume is bit-identical.
+INJECT_KILL_ENV = "SEGBENCH_INJECT_KILL"
 
 
 class TrainingDiverged(UserError):
@@ -146,14 +150,16 @@ class Snapshot:
         for name, module in self.modules.items():
             for key, tensor in module.state_dict().items():
                 if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                    raise TrainingDiverged(f"{self.stage}: {name}.{key} is not finite at step {self.step}; "
-                                           f"kept the last finite snapshot {self.path} (step {self.saved_step})")
+                    kept = f"kept the last finite snapshot {self.path} (step {self.saved_step})" \
+                        if self.saved_step is not None else "no snapshot was written yet"
+                    raise TrainingDiverged(f"{self.stage} training diverged: {name}.{key} is not finite at step "
+                                           f"{self.step}; {kept}")
         save_atomic(self.path, self.state_dict())
         self.saved_step = self.step
 
 
-def _injected_nan_step(stage: str) -> int | None:
-    hook = os.environ.get(INJECT_NAN_ENV, "")
+def _injected_nan_step(stage: str, env: str = INJECT_NAN_ENV) -> int | None:
+    hook = os.environ.get(env, "")
     name, _, step = hook.partition("@")
     return int(step) if name == stage and step.isdigit() else None
 
@@ -265,6 +271,8 @@ def run_steps(snap: Snapshot, total_steps: int, step_fn: Callable[[int], Mapping
                 snap.save()
             if after_step is not None:
                 after_step(snap.step)
+            if _injected_nan_step(snap.stage, INJECT_KILL_ENV) == snap.step:
+                os.kill(os.getpid(), signal.SIGKILL)
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start

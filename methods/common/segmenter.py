@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segbench.benchmark.config import domain, validate_config
 from segbench.benchmark.errors import UserError
 from segbench.methods.common.loop import Snapshot, run_steps
 from segbench.methods.common.pairs import PairSource, check_pairs
@@ -40,35 +41,61 @@ ARCHS = ("deeplabv3_resnet50", "unet", "small_unet")
 RESNET50_FILES = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")
 STAGE = "segmenter"  # the loop's stage: snapshots are checkpoint_dir / "segmenter.pt", stats phase "segmenter"
 PAIR_SEED_OFFSET = 7919  # the pair stream's generator is seeded apart from the model-init RNG
-# Fields that may change between a run and its resumption (they do not change the result).
-RESUMABLE_FIELDS = ("steps", "checkpoint_every", "log_every")
+# Fields that may change between a run and its resumption: they do not change what a training
+# snapshot means (run length, logging and snapshot intervals, and the learning rate, so a
+# diverged run can be continued from its last finite snapshot with a smaller one).
+RESUMABLE_FIELDS = ("steps", "checkpoint_every", "log_every", "lr")
+
+
+def keep_configured_lr(optimizer: torch.optim.Optimizer, lr: float, scheduler: Any = None) -> None:
+    """After a snapshot was loaded into ``optimizer`` (and ``scheduler``): run at the configured
+    ``lr`` (a resumable field) times the decay the scheduler applied so far, not at the lr the
+    snapshot was written with. Nothing changes when the lr is the snapshot's (exact resume)."""
+    for group in optimizer.param_groups:
+        initial = group.get("initial_lr", group["lr"])
+        if initial == lr:
+            continue
+        group["lr"] = lr * (group["lr"] / initial) if initial else lr
+        if "initial_lr" in group:
+            group["initial_lr"] = lr
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
 
 
 @dataclass(frozen=True)
 class SegmenterConfig:
     arch: Literal["deeplabv3_resnet50", "unet", "small_unet"] = "deeplabv3_resnet50"
-    steps: int = 10_000
-    batch_size: int = 64
-    lr: float = 3e-4
-    betas: tuple[float, float] = (0.9, 0.999)
+    steps: int = domain(10_000, ge=0)
+    batch_size: int = domain(64, ge=2)  # >= 2: BatchNorm (and DeepLab's pooled ASPP branch) train on it
+    lr: float = domain(3e-4, gt=0)
+    betas: tuple[float, float] = domain((0.9, 0.999), ge=0, lt=1)
     loss: Literal["ce_dice", "ce"] = "ce_dice"  # GANSeg: 0.5 CE + 0.5 soft Dice over K+1 channels
-    ce_weight: float = 0.5  # weights of the "ce_dice" loss (GANSeg: 0.5 / 0.5)
-    dice_weight: float = 0.5
+    ce_weight: float = domain(0.5, ge=0)  # weights of the "ce_dice" loss (GANSeg: 0.5 / 0.5)
+    dice_weight: float = domain(0.5, ge=0)
     # Soft Dice (soft_dice_loss): "per_image" = the GANSeg code's (train_seg.py:57-61: per image
     # and channel, eps 1e-8, mean over both) | "batch" = pooled over the batch per channel with
     # smoothing dice_smooth.
     dice: Literal["per_image", "batch"] = "per_image"
-    dice_smooth: float = 1.0  # additive smoothing s of the "batch" Dice ratio
-    lr_decay_at: int = 0  # 0 = constant lr; Melas: x0.2 at 8k steps
-    lr_decay_factor: float = 0.2
-    image_size: int = 128  # segmenter input size; predictions are resized back
-    unet_width: int = 64  # "unet": first width w (w-2w-4w-8w-8w; Melas 64-128-256-512-512)
-    unet_levels: int = 5
-    small_unet_width: int = 16  # "small_unet": the same UNet, narrower and shallower, for CPU presets
-    small_unet_levels: int = 4  # 16-32-64-64
+    dice_smooth: float = domain(1.0, ge=0)  # additive smoothing s of the "batch" Dice ratio
+    lr_decay_at: int = domain(0, ge=0)  # 0 = constant lr; Melas: x0.2 at 8k steps
+    lr_decay_factor: float = domain(0.2, gt=0)
+    image_size: int = domain(128, ge=16, le=4096)  # segmenter input size; predictions are resized back
+    # "unet": first width w (w-2w-4w-8w-8w; Melas 64-128-256-512-512)
+    unet_width: int = domain(64, ge=1, le=4096)
+    unet_levels: int = domain(5, ge=2, le=10)
+    # "small_unet": the same UNet, narrower and shallower, for CPU presets
+    small_unet_width: int = domain(16, ge=1, le=4096)
+    small_unet_levels: int = domain(4, ge=2, le=10)  # 16-32-64-64
     pretrained_backbone: Literal["auto", "none"] = "auto"  # ImageNet ResNet50 from the torch cache if present
-    checkpoint_every: int = 500  # training checkpoint every N steps (0 = only at the end)
-    log_every: int = 25  # stats.jsonl row every N steps
+    checkpoint_every: int = domain(500, ge=0)  # training checkpoint every N steps (0 = only at the end)
+    log_every: int = domain(25, ge=1)  # stats.jsonl row every N steps
+
+    def validate(self, prefix: str = "") -> None:
+        """Cross-field rules (``benchmark.config.validate_config`` calls this after the field domains)."""
+        levels = {"unet": self.unet_levels, "small_unet": self.small_unet_levels}.get(self.arch)
+        if levels is not None and self.image_size < 2 ** (levels - 1):
+            raise UserError(f"{prefix}image_size={self.image_size}: a {levels}-level {self.arch} pools "
+                            f"{levels - 1} times, so image_size must be >= {2 ** (levels - 1)}")
 
 
 # ----------------------------------------------------------------------------- models
@@ -249,6 +276,7 @@ def _check_config(config: SegmenterConfig) -> None:
             raise UserError(f"segmenter {name} must be >= 0, got {getattr(config, name)}")
     if config.log_every < 1 or config.image_size < 16:
         raise UserError("segmenter log_every must be >= 1 and image_size >= 16")
+    validate_config(config, prefix="segmenter.")  # every other field's domain (direct callers)
 
 
 def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, stats: StatsLog | None = None,
@@ -284,6 +312,7 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
                         set_extra=lambda extra: info.update(extra), device=device)
         if not snap.resume(config.steps):
             _load_pretrained(model, config)  # a fresh start: the ImageNet backbone, if any
+        keep_configured_lr(optimizer, config.lr, scheduler)  # lr is resumable: a resume may lower it
         info["seed"] = seed
         at_least = bool(getattr(source, "keep_surplus", False))
         last: dict[str, Any] = {}

@@ -37,29 +37,34 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from segbench.benchmark.config import MAX_PARTS, domain
 from segbench.benchmark.errors import UserError
+from segbench.methods.common.segmenter import RESUMABLE_FIELDS as SEGMENTER_RESUMABLE_FIELDS
 from segbench.methods.common.segmenter import SegmenterConfig
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    noise_dim: int = 256  # D_noise of z_point, z_app and z_bg_app (§3.1; parameters.json z_dim)
-    embed_dim: int = 64  # D_emb of the part/background embeddings (code: 64)
+    # D_noise of z_point, z_app and z_bg_app (§3.1; parameters.json z_dim)
+    noise_dim: int = domain(256, ge=1, le=65536)
+    embed_dim: int = domain(64, ge=1, le=65536)  # D_emb of the part/background embeddings (code: 64)
     # Linear layers of the (points, part appearance, background appearance) MLPs: the code has
     # 5 / 4 / 4 (generator.py:152-172); the paper says "3-layer MLP" (§3.1): 3,3,3.
-    mlp_depths: tuple[int, int, int] = (5, 4, 4)
+    mlp_depths: tuple[int, int, int] = domain((5, 4, 4), ge=1, le=64)
     # Feature-map resolution of each generator stage (supplement §B.4: 32, 32, 64, 128); each
     # stage is x1 or x2 the previous one; the last one is the output image size.
-    resolutions: tuple[int, ...] = (32, 32, 64, 128)
+    resolutions: tuple[int, ...] = domain((32, 32, 64, 128), ge=2, le=4096)
     # Input width of each stage's block in the foreground / background branches; stage i maps
     # channels[i] -> channels[i+1] and the last stage -> embed_dim (512 -> 256 -> 128 -> 64 -> 64).
-    channels: tuple[int, ...] = (512, 256, 128, 64)
-    mask_width: int = 64  # hidden width of the mask branch after its first block (code: = embed_dim)
-    spade_hidden: int = 128  # width of the conv that turns the style map into gamma/beta
-    spade_kernel: int = 3  # kernel of SPADE's style convs (paper/code 3; 1 is far cheaper on a CPU)
-    adain_hidden: int = 128  # width of the FC layer that turns the style vector into gamma/beta
-    margin: int = 10  # pixels of margin around every feature map (eq. 12)
-    point_divisor: float = 20.0  # points = tanh(MLP(z) / 20) (generator.py:335)
+    channels: tuple[int, ...] = domain((512, 256, 128, 64), ge=1, le=65536)
+    # hidden width of the mask branch after its first block (code: = embed_dim)
+    mask_width: int = domain(64, ge=1, le=65536)
+    spade_hidden: int = domain(128, ge=1, le=65536)  # width of the conv that turns the style map into gamma/beta
+    # kernel of SPADE's style convs (odd; paper/code 3; 1 is far cheaper on a CPU)
+    spade_kernel: int = domain(3, ge=1, le=15)
+    adain_hidden: int = domain(128, ge=1, le=65536)  # width of the FC layer that turns the style vector into gamma/beta
+    margin: int = domain(10, ge=0, le=1024)  # pixels of margin around every feature map (eq. 12)
+    point_divisor: float = domain(20.0, gt=0)  # points = tanh(MLP(z) / 20) (generator.py:335)
     heatmap: Literal["gaussian", "linear"] = "linear"  # code: clamp(1 - d/tau, 0) | paper eq. 4
     bg_shift: Literal["both", "horizontal"] = "horizontal"  # code: vertical = 0 | paper: U[-1,1]^2
     single_conv_head: bool = False  # RGB head: conv3x3-lrelu-conv3x3 | one 1x1 conv (Flowers)
@@ -77,7 +82,7 @@ class GeneratorConfig:
     fixed_sigma: bool = False  # sigma_k = fixed_sigma_value instead of the points' spread (eq. 1)
     # In [-1,1] image units (0.1 = 6.4 px at 128 px). The supplement's F.2 averages (0.00725 CelebA,
     # 0.010 Taichi, 0.0016 CUB, 0.0065 Flowers) are in the released code's own spread unit.
-    fixed_sigma_value: float = 0.1
+    fixed_sigma_value: float = domain(0.1, gt=0)
 
 
 @dataclass(frozen=True)
@@ -85,41 +90,41 @@ class DiscriminatorConfig:
     # The code's discriminator (discriminator.py:7-59): residual blocks 3 -> 64 -> ... -> 512, each
     # conv3x3-lrelu-conv3x3-lrelu then a learned stride-2 conv3x3, skip conv1x1 stride 2,
     # (x + skip) / sqrt 2; no normalisation; head Linear(C*h*w, fc_hidden) - lrelu - Linear(., 1).
-    channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
-    fc_hidden: int = 512
+    channels: tuple[int, ...] = domain((64, 128, 256, 512, 512, 512), ge=1, le=65536)
+    fc_hidden: int = domain(512, ge=1, le=65536)
 
 
 @dataclass(frozen=True)
 class GANSegConfig:
-    num_parts: int = 8  # K (wild CelebA K=8; Taichi K=10)
-    n_per: int = 4  # points per part (supplement §B.4, Table 3)
-    image_size: int = 128  # GAN output and training size; must equal generator.resolutions[-1]
+    num_parts: int = domain(8, ge=1, le=MAX_PARTS)  # K (wild CelebA K=8; Taichi K=10)
+    n_per: int = domain(4, ge=2, le=64)  # points per part (supplement §B.4, Table 3)
+    image_size: int = domain(128, ge=8, le=4096)  # GAN output and training size; must equal generator.resolutions[-1]
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     # ----- GAN training (supplement §B.4; train_gan.py, parameters.json)
     # Generator updates. The released runs: 30 epochs x min(n/64, 1002) steps (train_gan.py:134-
     # 135, 279) = 21,360 CelebA-wild (the default), 30,060 Taichi, 14,040 CUB, 8,640 Flowers
     # (DATASET_PRESETS); supplement §B.4 says 30,000.
-    steps: int = 21_360
-    batch_size: int = 64
-    lr_g: float = 1e-4
-    lr_d: float = 4e-4
-    betas: tuple[float, float] = (0.5, 0.9)
+    steps: int = domain(21_360, ge=0)
+    batch_size: int = domain(64, ge=2)  # >= 2: the generator's SPADE/AdaIN BatchNorms train on it
+    lr_g: float = domain(1e-4, gt=0)
+    lr_d: float = domain(4e-4, gt=0)
+    betas: tuple[float, float] = domain((0.5, 0.9), ge=0, lt=1)
     gp: Literal["r1", "centred"] = "centred"  # code: (||grad|| - 1)^2 | paper: R1 ||grad||^2
-    gp_weight: float = 10.0  # lambda_gp
-    gp_every: int = 16  # penalty on every 16th discriminator step (code)
+    gp_weight: float = domain(10.0, ge=0)  # lambda_gp
+    gp_every: int = domain(16, ge=1)  # penalty on every 16th discriminator step (code)
     # lambda_con: the released con_penalty_coef (10 CelebA/CUB, 30 Taichi/Flowers; supplement
     # Table 1 prints the same numbers).
-    lambda_con: float = 10.0
+    lambda_con: float = domain(10.0, ge=0)
     # The code averages the concentration term over batch AND parts (generator.py:304-311); eq. 16
     # sums over parts ("sum"), K times stronger at the same lambda_con (supplement §F.4 warns
     # that large values give trivial parts).
     con_reduce: Literal["sum", "mean"] = "mean"
-    lambda_area: float = 1.0  # released area_penalty_coef; supplement Table 1
+    lambda_area: float = domain(1.0, ge=0)  # released area_penalty_coef; supplement Table 1
     # Area target per part: "code" = pi * (tau * R/2)^2 pixels with tau the mean |point - centre|
     # (generator.py:318-322, whatever the heatmap); "heatmap" = sum_p H_k(p) (eq. 17).
     area_target: Literal["code", "heatmap"] = "code"
-    reg_every: int = 2  # concentration and area losses on every 2nd generator step (code)
+    reg_every: int = domain(2, ge=1)  # concentration and area losses on every 2nd generator step (code)
     no_concentration: bool = False
     no_area: bool = False
     hflip: bool = True  # random horizontal flips of the real images (code, all datasets)
@@ -127,18 +132,29 @@ class GANSegConfig:
     # = 10k x 64, Adam 3e-4, 0.5 CE + 0.5 per-image Dice)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     # ----- bookkeeping (the device is the run's: --device, FitContext.device)
-    log_every: int = 25  # stats.jsonl row every N generator steps
-    sample_every: int = 1000  # sample grid (images, points, masks) every N steps (0 = only at the end)
-    checkpoint_every: int = 500  # training snapshot every N steps (0 = only at the end)
-    preload_max_mb: int = 2048  # keep the training images in memory (uint8) when they fit
+    log_every: int = domain(25, ge=1)  # stats.jsonl row every N generator steps
+    sample_every: int = domain(1000, ge=0)  # sample grid (images, points, masks) every N steps (0 = only at the end)
+    checkpoint_every: int = domain(500, ge=0)  # training snapshot every N steps (0 = only at the end)
+    preload_max_mb: int = domain(2048, ge=0)  # keep the training images in memory (uint8) when they fit
     # torch CPU threads during fit/predict/sample (0 = leave torch's setting; --threads wins during
     # fit). Tiny networks on a busy machine run many times faster on one thread than on several.
-    num_threads: int = 0
+    num_threads: int = domain(0, ge=0, le=4096)
+
+    def validate(self) -> None:
+        """Cross-field rules (``benchmark.config.validate_config`` calls this after the field domains)."""
+        validate(self)
 
 
-# Fields that may differ between an interrupted run and its continuation.
-RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "preload_max_mb", "num_threads",
-                    "segmenter")
+# Fields (dotted) that ``run --resume DIR --set key=value`` may change: they do not change what a
+# training snapshot means (run length, logging / sample / snapshot intervals, threads, the preload
+# budget, and the learning rates, so a diverged run can continue from its last finite snapshot
+# with a smaller one). GANSeg.RESUMABLE_FIELDS is this tuple.
+GAN_RESUMABLE_FIELDS = ("steps", "log_every", "sample_every", "checkpoint_every", "preload_max_mb", "num_threads",
+                        "lr_g", "lr_d")
+RESUMABLE_FIELDS = GAN_RESUMABLE_FIELDS + tuple(f"segmenter.{name}" for name in SEGMENTER_RESUMABLE_FIELDS)
+# Left out of the GAN stage's snapshot settings: the resumable fields and the whole segmenter
+# (stage 2 has its own snapshot, which checks its own settings).
+GAN_SNAPSHOT_EXCLUDES = GAN_RESUMABLE_FIELDS + ("segmenter",)
 
 # Per-dataset values of the released runs (see the module docstring), keyed by dataset name.
 _SIX_STAGES = {"generator.resolutions": (32, 32, 64, 64, 128, 128),
@@ -249,3 +265,5 @@ def validate(config: GANSegConfig) -> None:
             raise UserError(f"{name} must be >= 0, got {getattr(config, name)}")
     if config.log_every == 0 or config.gp_every == 0 or config.reg_every == 0:
         raise UserError("log_every, gp_every and reg_every must be >= 1")
+    if g.spade_kernel % 2 == 0:
+        raise UserError(f"generator.spade_kernel={g.spade_kernel}: must be odd (the style convs keep the map size)")

@@ -18,13 +18,15 @@ from typing import Any
 
 import torch
 
+from segbench.benchmark.config import validate_config
 from segbench.methods.base import PARTS, SAMPLES, Method
 from segbench.methods.common.images import signed_to_uint8
 from segbench.methods.common.pairs import FunctionPairSource
 from segbench.methods.common.runtime import torch_threads
 from segbench.methods.common.segmenter import build_segmenter, segment, train_segmenter
 from segbench.methods.context import FitContext
-from segbench.methods.ganseg.config import DATASET_PRESETS, PRESETS, GANSegConfig, validate
+from segbench.methods.ganseg.config import DATASET_PRESETS, PRESETS, RESUMABLE_FIELDS as GANSEG_RESUMABLE_FIELDS
+from segbench.methods.ganseg.config import GANSegConfig
 from segbench.methods.ganseg.generator import GANSegGenerator
 from segbench.methods.ganseg.train import build_networks, train_gan
 
@@ -36,10 +38,11 @@ class GANSeg(Method):
     PRESETS = PRESETS
     DATASET_PRESETS = DATASET_PRESETS
     produces = frozenset({PARTS, SAMPLES})
+    RESUMABLE_FIELDS = GANSEG_RESUMABLE_FIELDS  # what ``run --resume DIR --set`` may change (config.py)
 
     def __init__(self, config: GANSegConfig | None = None) -> None:
         super().__init__(config)
-        validate(self.config)
+        validate_config(self.config)  # every field's domain and the cross-field rules, as config_for
         self.generator: GANSegGenerator | None = None
         self.segmenter: torch.nn.Module | None = None
         self.fit_info: dict[str, Any] = {}

@@ -17,8 +17,9 @@ import torch
 
 from segbench.methods.common.images import ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
+from segbench.methods.common.segmenter import keep_configured_lr
 from segbench.methods.context import FitContext
-from segbench.methods.ganseg.config import RESUMABLE_FIELDS, GANSegConfig
+from segbench.methods.ganseg.config import GAN_SNAPSHOT_EXCLUDES, GANSegConfig
 from segbench.methods.ganseg.discriminator import Discriminator
 from segbench.methods.ganseg.figures import save_sample_grid
 from segbench.methods.ganseg.generator import GANSegGenerator
@@ -98,7 +99,7 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
     that have them, ``gp``, ``con`` and ``area``; the last batch's mask statistics; it/s and peak
     memory. Sample grids (images, points, masks) go to ``ctx.figures_dir``."""
     device, seed = ctx.device, ctx.seed
-    settings = {**{k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_FIELDS},
+    settings = {**{k: v for k, v in dataclasses.asdict(config).items() if k not in GAN_SNAPSHOT_EXCLUDES},
                 "seed": seed}
     generator, discriminator = build_networks(config, seed)
     generator.to(device), discriminator.to(device)
@@ -114,6 +115,8 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
     if snap.resume(config.steps) and snap.step == config.steps:  # finished: only the generator is needed
         return generator.eval(), {"gan_steps": config.steps, "resumed_from_step": config.steps,
                                   "gan_steps_this_call": 0}
+    keep_configured_lr(opt_g, config.lr_g)  # the lrs are resumable: a resume may lower them
+    keep_configured_lr(opt_d, config.lr_d)
     with torch.random.fork_rng(devices=[]):  # loading the images never moves the loop's RNG
         store = ImageStore(train_images, config.image_size, config.preload_max_mb, what="GANSeg")
     sample_z = generator.sample_latent(16, torch.Generator().manual_seed(seed + SAMPLE_SEED))

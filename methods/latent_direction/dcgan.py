@@ -21,6 +21,7 @@ from torch import nn
 from segbench.benchmark.errors import UserError
 from segbench.methods.common.images import ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
+from segbench.methods.common.segmenter import keep_configured_lr
 from segbench.methods.context import FitContext
 
 DCGAN_STAGE = "dcgan"
@@ -99,8 +100,9 @@ def train_dcgan(cfg: Any, train_images: Any, ctx: FitContext) -> tuple[DCGANGene
     if cfg.train_batch_size < 2:
         raise UserError(f"generator.train_batch_size must be >= 2 (BatchNorm), got {cfg.train_batch_size}")
     store = ImageStore(train_images, cfg.train_image_size, what="the GAN")
+    # What a snapshot must agree on; train_lr, train_steps and the intervals stay out (RESUMABLE_FIELDS).
     settings = {"z_dim": cfg.z_dim, "g_width": cfg.g_width, "d_width": cfg.d_width,
-                "image_size": cfg.train_image_size, "batch_size": cfg.train_batch_size, "lr": cfg.train_lr,
+                "image_size": cfg.train_image_size, "batch_size": cfg.train_batch_size,
                 "betas": list(cfg.train_betas), "seed": ctx.seed, "n_images": len(store)}
     device, bs = ctx.device, cfg.train_batch_size
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -117,6 +119,8 @@ def train_dcgan(cfg: Any, train_images: Any, ctx: FitContext) -> tuple[DCGANGene
         snap = Snapshot(DCGAN_STAGE, ctx.checkpoint_dir(DCGAN_STAGE), settings, modules={"G": G, "D": D},
                         optimizers={"G": opt_g, "D": opt_d}, generators={"data": rng}, device=device)
         snap.resume(cfg.train_steps)
+        for opt in (opt_g, opt_d):  # train_lr is resumable: a resume may lower it
+            keep_configured_lr(opt, cfg.train_lr)
         ones, zeros = torch.ones(bs, device=device), torch.zeros(bs, device=device)
 
         def step(_: int) -> dict[str, torch.Tensor]:
@@ -138,4 +142,6 @@ def train_dcgan(cfg: Any, train_images: Any, ctx: FitContext) -> tuple[DCGANGene
         report = run_steps(snap, cfg.train_steps, step, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                            stats=ctx.stats, progress=ctx.progress, desc="GAN (DCGAN)")
     G.eval().requires_grad_(False)
-    return G, {**settings, "steps": report["steps"], "training": report}
+    # The lr goes with the training report: the direction stages' generator identity leaves that out,
+    # so a resume that only lowers train_lr keeps their snapshots.
+    return G, {**settings, "steps": report["steps"], "training": {**report, "lr": cfg.train_lr}}

@@ -33,7 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segbench.benchmark.config import domain
 from segbench.methods.common.loop import Snapshot, run_steps
+from segbench.methods.common.segmenter import keep_configured_lr
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R BT.601 luma, as in the reference code
 RADIAL_SCALE = 4.0
@@ -42,27 +44,28 @@ SOBEL_EPS = 1e-6  # inside the square root of the edge magnitude (finite gradien
 
 @dataclass(frozen=True)
 class DirectionConfig:
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 5e-3
-    init_scale: float = 0.1  # v0 = randn * 0.1, renormalised after each step
+    steps: int = domain(300, ge=0)
+    batch_size: int = domain(32, ge=1)
+    lr: float = domain(5e-3, gt=0)
+    init_scale: float = domain(0.1, gt=0)  # v0 = randn * 0.1, renormalised after each step
     shift_mean: float = 2.0  # r ~ N(2, 0.5^2), clipped below at 0.1
-    shift_std: float = 0.5
-    shift_min: float = 0.1
+    shift_std: float = domain(0.5, ge=0)
+    shift_min: float = domain(0.1, ge=0)
     # Official optimization/main.py:106-107 (randn_like(z)): an r for every latent element.
     # "code": one r per code (the paper's scalar epsilon; this project before issue 12).
     shift_per: Literal["element", "code"] = "element"
     # Official models/latent_shift_model.py:22: the generator sees v / |v|, so the loss gradient
     # is tangent to the unit sphere. False: it sees v itself (renormalised only after the step).
     normalise_in_forward: bool = True
-    radial_weight: float = 2.0  # lambda_c of Eq. 1 (sign flipped for the dark direction)
-    sobel_weight: float = 10.0
-    log_every: int = 10
-    checkpoint_every: int = 100  # training snapshot every N steps (0 = only at the end)
+    radial_weight: float = domain(2.0, ge=0)  # lambda_c of Eq. 1 (sign flipped for the dark direction)
+    sobel_weight: float = domain(10.0, ge=0)
+    log_every: int = domain(10, ge=1)
+    checkpoint_every: int = domain(100, ge=0)  # training snapshot every N steps (0 = only at the end)
 
 
-# Fields a snapshot may disagree on: they do not change the result.
-RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every")
+# Fields a snapshot may disagree on: they do not change what it means (run length, logging and
+# snapshot intervals, and the learning rate, to continue a diverged search with a smaller one).
+RESUMABLE_FIELDS = ("steps", "log_every", "checkpoint_every", "lr")
 
 
 def gray(images: torch.Tensor) -> torch.Tensor:
@@ -170,6 +173,7 @@ def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, see
                         generators={"codes": rng}, get_extra=lambda: {"losses": list(losses)}, set_extra=set_losses,
                         device=device)
         snap.resume(cfg.steps)
+        keep_configured_lr(optimiser, cfg.lr)  # lr is resumable: a resume may lower it
         v = direction.v
 
         def step(_: int) -> dict[str, Any]:

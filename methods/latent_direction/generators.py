@@ -26,6 +26,13 @@ Implementations (``GeneratorConfig.kind``; the default ``auto`` picks ``ganseg_r
   ``z_dim`` attribute mapping ``[n, z_dim]`` codes to images in [-1, 1]. Codes are N(0, I)
   unless the object has its own ``sample_z``. A module is moved to the run's device; an adapter
   object gets its codes on that device.
+
+  ``generator.target`` is code. A run folder is data: ``run --resume`` and ``eval`` of a folder
+  whose ``config.json`` names a target import it only when the command line names it again
+  (``--set generator.target=...``) or passes ``--trust-run-config``; otherwise they stop with one
+  line naming the field before anything is imported (``benchmark/runner.py``,
+  ``check_code_targets``, which applies the rule to every ``module:Object`` value of a recorded
+  config: ``CODE_TARGET_FIELDS`` lists this method's).
 """
 from __future__ import annotations
 
@@ -45,6 +52,11 @@ FACE_PACKAGE = "gan_face_generate"
 FACE_DISTRIBUTION = "gan-face-generate"
 FACE_WEIGHTS = "weights.tar"
 FACE_Z_DIM, FACE_WIDTH, FACE_SIZE = 100, 64, 64  # the package's DCGAN: nz=100, ngf=64, 64 px
+
+
+# Config fields whose value is imported and called (code, not data): never taken from a run
+# folder alone (see the module docstring).
+CODE_TARGET_FIELDS = ("generator.target",)
 
 
 @dataclass(frozen=True)

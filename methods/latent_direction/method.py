@@ -27,11 +27,14 @@ from typing import Any, Literal
 
 import torch
 
+from segbench.benchmark.config import check_domains, domain, validate_config
 from segbench.benchmark.errors import UserError
 from segbench.methods.base import PARTS, Method
 from segbench.methods.common.runtime import torch_threads
+from segbench.methods.common.segmenter import RESUMABLE_FIELDS as SEGMENTER_RESUMABLE_FIELDS
 from segbench.methods.common.segmenter import SegmenterConfig, build_segmenter, segment, train_segmenter
 from segbench.methods.context import FitContext
+from segbench.methods.latent_direction.directions import RESUMABLE_FIELDS as DIRECTION_RESUMABLE_FIELDS
 from segbench.methods.latent_direction.directions import DirectionConfig, optimise_direction
 from segbench.methods.latent_direction.generators import (GeneratorConfig, ModuleGenerator, build_pretrained_generator,
                                                  resolved_kind)
@@ -60,19 +63,19 @@ def _melas_unet() -> SegmenterConfig:
 
 @dataclass(frozen=True)
 class LatentDirectionConfig:
-    num_parts: int = 1  # foreground only
+    num_parts: int = domain(1, ge=1, le=1)  # foreground only
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     direction: DirectionConfig = field(default_factory=DirectionConfig)
     mask_rule: Literal["both", "single", "single_dark"] = "both"  # Eq. 2 (both) or Eq. 3
-    mask_shift: float = 5.0  # eps of Eqs. 2-3 when generating masks
+    mask_shift: float = domain(5.0, gt=0)  # eps of Eqs. 2-3 when generating masks
     refine: RefineConfig = field(default_factory=RefineConfig)
     # Filling a training batch (masks.MaskedPairStream): "official" draws rounds until the batch is
     # full and raises after max_empty_rounds consecutive rounds where nothing passed (the released
     # code's @retry(tries=25), gan_dataset.py:273); "unfiltered" (this project before issue 12)
     # completes the batch with rejected samples after max_draw_rounds rounds.
     batch_fill: Literal["official", "unfiltered"] = "official"
-    max_empty_rounds: int = 25
-    max_draw_rounds: int = 20  # batch_fill="unfiltered" only
+    max_empty_rounds: int = domain(25, ge=1)
+    max_draw_rounds: int = domain(20, ge=1)  # batch_fill="unfiltered" only
     # Keep every passing sample of the last draw round, so a batch holds >= segmenter.batch_size
     # pairs (the released code, gan_dataset.py:186-191); False trims to exactly batch_size.
     keep_surplus: bool = True
@@ -84,6 +87,38 @@ class LatentDirectionConfig:
     # the same either way.
     test_keep_aspect: bool = True
     figure_shifts: tuple[float, ...] = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0)  # Figure 3's epsilons
+
+    def validate(self) -> None:
+        """Cross-field rules and the domains of the generator / refine fields (their classes live in
+        generators.py / masks.py); ``benchmark.config.validate_config`` calls this."""
+        check_domains(self, GENERATOR_AND_REFINE_DOMAINS)
+        if self.mask_rule not in MASK_RULES:
+            raise UserError(f"mask_rule={self.mask_rule!r}: must be one of {', '.join(MASK_RULES)}")
+        g = self.generator
+        if resolved_kind(g) == "train":
+            size = g.train_image_size
+            if size & (size - 1):
+                raise UserError(f"generator.train_image_size={size}: must be a power of two >= 8 (DCGAN)")
+
+
+# Domains of the fields of GeneratorConfig (generators.py) and RefineConfig (masks.py).
+GENERATOR_AND_REFINE_DOMAINS = {
+    "generator.z_dim": {"ge": 1, "le": 65536},
+    "generator.train_image_size": {"ge": 8, "le": 4096},
+    "generator.g_width": {"ge": 1, "le": 65536},
+    "generator.d_width": {"ge": 1, "le": 65536},
+    "generator.train_steps": {"ge": 0},
+    "generator.train_batch_size": {"ge": 2},  # BatchNorm in training
+    "generator.train_lr": {"gt": 0},
+    "generator.train_betas": {"ge": 0, "lt": 1},
+    "generator.checkpoint_every": {"ge": 0},
+    "generator.log_every": {"ge": 1},
+    "refine.component_min_ratio": {"ge": 0, "le": 1},
+    "refine.max_foreground_fraction": {"ge": 0, "le": 1},
+    "refine.hist_bins": {"ge": 1, "le": 4096},
+    "refine.hist_smooth": {"ge": 1, "le": 4096},
+    "refine.hist_min_peaks": {"ge": 0},
+}
 
 
 class LatentDirection(Method):
@@ -112,15 +147,17 @@ class LatentDirection(Method):
     }
     produces = frozenset({PARTS})
     fixed_num_parts = 1
+    # What ``run --resume DIR --set`` may change (the stages' snapshots leave them out).
+    RESUMABLE_FIELDS = (("generator.train_steps", "generator.checkpoint_every", "generator.log_every",
+                         "generator.train_lr")
+                        + tuple(f"direction.{name}" for name in DIRECTION_RESUMABLE_FIELDS)
+                        + tuple(f"segmenter.{name}" for name in SEGMENTER_RESUMABLE_FIELDS))
 
     def __init__(self, config: LatentDirectionConfig | None = None) -> None:
         super().__init__(config)
         if self.config.num_parts != 1:
             raise UserError(f"latent_direction segments foreground only (num_parts=1), got {self.config.num_parts}")
-        if self.config.mask_rule not in MASK_RULES:
-            raise UserError(f"mask_rule must be one of {', '.join(MASK_RULES)}, got {self.config.mask_rule!r}")
-        if self.config.max_empty_rounds < 1 or self.config.max_draw_rounds < 1:
-            raise UserError("max_empty_rounds and max_draw_rounds must be >= 1")
+        validate_config(self.config)  # every field's domain, as config_for checks them
         self.model: torch.nn.Module | None = None
         self.v_light: torch.Tensor | None = None
         self.v_dark: torch.Tensor | None = None
