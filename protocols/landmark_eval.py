@@ -5,6 +5,10 @@ probability maps. Needs the annotations ``landmarks``, ``landmark_visible`` and 
 
 ``LandmarkProtocol`` is the whole protocol for the face sets (wild / aligned CelebA, faces_wild):
 one metric, the error in the variant of option ``regression``.
+
+The ``liu`` variant's soft-argmax runs on a map of the method's ``native_map_size`` when the method
+reports one (liu_parts: 32 x 32 at 128 px with layer3 stride 1), else on ``LIU_GRID_SIZE`` = 16
+(the released code's 16 x 16), by area pooling the predicted probabilities (``centres.liu_grid_size``).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import numpy as np
 
 from segbench.protocols.evaluation import RowsOf, collect_rows, image_ids
 from segbench.protocols.metrics.accumulate import RowAccumulator
+from segbench.protocols.metrics.centres import LIU_GRID_SIZE, liu_grid_size, soft_argmax_centres_liu
 from segbench.protocols.metrics.landmarks import features_for_variant, landmark_regression_errors
 from segbench.protocols.spec import MetricSpec, PerImage, Protocol
 
@@ -22,9 +27,15 @@ LANDMARK_METRIC = MetricSpec("landmark_err_{regression}_pct", False, "test", "%"
                              key="landmark_err")
 
 
-def landmark_rows(batch: Mapping[str, Any], probs: np.ndarray, variant: str) -> dict[str, np.ndarray]:
-    """Per image: regression features in ``variant``, landmarks, visibility and reference length."""
-    return {"features": features_for_variant(probs, variant), "landmarks": np.asarray(batch["landmarks"]),
+def landmark_rows(batch: Mapping[str, Any], probs: np.ndarray, variant: str,
+                  liu_grid: int = LIU_GRID_SIZE) -> dict[str, np.ndarray]:
+    """Per image: regression features in ``variant``, landmarks, visibility and reference length.
+    ``liu_grid``: the map side of the ``liu`` soft-argmax (``liu_grid_size(method)``)."""
+    if variant == "liu":
+        features = soft_argmax_centres_liu(probs, liu_grid).reshape(len(probs), -1)
+    else:
+        features = features_for_variant(probs, variant)
+    return {"features": features, "landmarks": np.asarray(batch["landmarks"]),
             "visible": np.asarray(batch["landmark_visible"]), "ref": np.asarray(batch["ref_length"])}
 
 
@@ -32,11 +43,13 @@ def landmark_error(method: Any, splits: Mapping[str, Any], variant: str, *, batc
                    test_rows: RowsOf | None = None) -> tuple[PerImage, RowAccumulator]:
     """(the error in percent with its per-image values, the test rows). ``test_rows(batch, probs)``
     adds columns to the test rows, so a protocol scores other metrics in the same pass."""
+    liu_grid = liu_grid_size(method)  # the method's native part-map side, if it reports one
+
     def fit_rows(batch: dict[str, Any], probs: np.ndarray) -> dict[str, np.ndarray]:
-        return landmark_rows(batch, probs, variant)
+        return landmark_rows(batch, probs, variant, liu_grid)
 
     def all_test_rows(batch: dict[str, Any], probs: np.ndarray) -> dict[str, Any]:
-        return {**landmark_rows(batch, probs, variant), **(test_rows(batch, probs) if test_rows else {})}
+        return {**landmark_rows(batch, probs, variant, liu_grid), **(test_rows(batch, probs) if test_rows else {})}
 
     fit = collect_rows(method, splits["regression_fit"], fit_rows, batch_size=batch_size, progress=progress,
                        desc="regression_fit")

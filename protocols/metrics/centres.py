@@ -22,6 +22,14 @@ CENTRE_EPS = 1e-6
 LIU_GRID_SIZE = 16
 
 
+def liu_grid_size(method: Any) -> int:
+    """The side the ``liu`` soft-argmax works on for ``method``: its ``native_map_size`` when it
+    reports one (liu_parts: image_size / 4 with the paper's layer3 stride 1, e.g. 32 at 128 px;
+    / 8 with the released code's stride 2), else ``LIU_GRID_SIZE`` (the code's 16 x 16)."""
+    native = getattr(method, "native_map_size", None)
+    return int(native) if native else LIU_GRID_SIZE
+
+
 def part_centres(part_probs: Any) -> np.ndarray:
     """Probability-weighted mean pixel coordinate of each part: [B, K+1, H, W] -> [B, K, 2].
 
@@ -56,7 +64,8 @@ def soft_argmax_centres_liu(part_probs: Any, grid_size: int | None = LIU_GRID_SI
 
     Assumption (documented in REFERENCE 4, not in 1.2): the reference runs this on the encoder's
     native 16x16 probability map, and the softmax temperature depends on that side, so the map is
-    first area-pooled to ``grid_size`` x ``grid_size`` (``None`` keeps the given resolution).
+    first area-pooled to ``grid_size`` x ``grid_size`` (``None`` keeps the given resolution). The
+    protocols pass ``liu_grid_size(method)``: a method's own native map side where it reports one.
     Tested against an explicit per-channel loop (tests/metrics/test_centres.py).
     """
     probs = to_torch(part_probs)
