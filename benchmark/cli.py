@@ -167,7 +167,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from segbench.benchmark.runner import rescore
 
     records = rescore(Path(args.run_dir), data_root=args.data_root, progress=not args.no_progress,
-                      batch_size=args.batch_size, device=args.device, trust_run_config=args.trust_run_config)
+                      batch_size=args.batch_size, device=args.device, trust_run_config=args.trust_run_config,
+                      options=_key_values(args.option, "--option"))
     print(format_metrics(records))
     return 0
 
@@ -280,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None,
                    help="scoring batch size (default: the run's); recorded in the rescored records")
     p.add_argument("--device", default=None, metavar="auto|cpu|cuda[:N]", help="where to score (default: the run's)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="score another protocol variant (e.g. regression=liu) without retraining: records go to "
+                        "metrics_variant-<key>-<value>.json, which tables reads beside metrics.json")
     p.add_argument("--trust-run-config", action="store_true",
                    help="accept code (module:Object) that the run folder's config names")
     p.add_argument("--no-progress", action="store_true")

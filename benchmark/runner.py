@@ -709,19 +709,29 @@ def _original_date(run_dir: Path, folder: RunFolder) -> str:
     return utc_now().date().isoformat()
 
 
+def variant_slug(options: Mapping[str, str]) -> str:
+    """``{"regression": "liu"}`` -> ``regression-liu`` (file-name safe, sorted by key)."""
+    return "_".join(f"{k}-{v}" for k, v in sorted(options.items())).replace("/", "-").replace(" ", "-")
+
+
 def rescore(run_dir: Path, data_root: str | None = None, progress: bool = True, *, batch_size: int | None = None,
-            device: str | None = None, trust_run_config: bool = False) -> list[dict]:
+            device: str | None = None, trust_run_config: bool = False,
+            options: Mapping[str, str] | None = None) -> list[dict]:
     """Re-evaluate a finished run from ``checkpoints/final`` with the recorded settings (records to
     ``metrics_rescored.json`` with today's ``git_hash`` and the run's ``train_git_hash``,
     per-image values to ``scores_per_image_rescored.csv.gz``). ``batch_size``/``device`` replace
-    the recorded ones (the records carry the batch size)."""
+    the recorded ones (the records carry the batch size). ``options`` scores another protocol
+    variant (e.g. ``{"regression": "liu"}``): its records, whose metric names encode the variant,
+    go to ``metrics_variant-<slug>.json`` and ``scores_per_image_variant-<slug>.csv.gz`` instead,
+    and ``tables`` reads them beside ``metrics.json``."""
     from segbench.protocols.per_image import PER_IMAGE_RESCORED_FILE
 
     run_dir = Path(run_dir)
     folder = read_run_folder(run_dir)
     if batch_size is not None:
         check_run_flags(batch_size=batch_size)
-    req = dataclasses.replace(folder.request, progress=progress,
+    variant = {k: v for k, v in (options or {}).items() if folder.request.options.get(k) != v}
+    req = dataclasses.replace(folder.request, progress=progress, options={**folder.request.options, **variant},
                               data_root=data_root if data_root is not None else folder.request.data_root,
                               batch_size=batch_size if batch_size is not None else folder.request.batch_size,
                               device=device if device is not None else folder.request.device)
@@ -740,8 +750,10 @@ def rescore(run_dir: Path, data_root: str | None = None, progress: bool = True, 
         git = git_state()
         context = _context(req, resolved, run_dir.name, git, _original_date(run_dir, folder),
                            train_git_hash=_train_git_label(folder))
-        records = score(method, resolved, req, context, run_dir=run_dir, per_image_file=PER_IMAGE_RESCORED_FILE)
-        write_json_atomic(run_dir / METRICS_RESCORED_FILE, records)
+        slug = variant_slug(variant)
+        records = score(method, resolved, req, context, run_dir=run_dir,
+                        per_image_file=f"scores_per_image_variant-{slug}.csv.gz" if variant else PER_IMAGE_RESCORED_FILE)
+        write_json_atomic(run_dir / (f"metrics_variant-{slug}.json" if variant else METRICS_RESCORED_FILE), records)
         stats.write(phase="rescored", eval_seconds=time.perf_counter() - t0, git_hash=git_label(git),
                     batch_size=req.batch_size, data_root=req.data_root, argv=sys.argv)
         log.info("eval %s: %s", run_dir, {r["metric"]: r["value"] for r in records})

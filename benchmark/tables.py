@@ -124,6 +124,18 @@ def read_runs(runs_dir: Path, warn: Warn = warn_stderr) -> list[RunFile]:
             runs.append(RunFile(path, _read_metrics(path)))
         except ValueError as exc:
             warn(f"{path}: left out, {exc}")
+            continue
+        # Protocol variants scored later without retraining (``eval --option``): only metrics the
+        # run's own metrics.json lacks, so no value is counted twice.
+        seen = {(r["metric"], r["split"]) for r in runs[-1].records}
+        for variant in sorted(path.parent.glob("metrics_variant-*.json")):
+            try:
+                extra = [r for r in _read_metrics(variant) if (r["metric"], r["split"]) not in seen]
+            except ValueError as exc:
+                warn(f"{variant}: left out, {exc}")
+                continue
+            if extra:
+                runs.append(RunFile(variant, extra))
     return runs
 
 

@@ -80,9 +80,9 @@ def test_registered_and_paper_defaults():
 def test_quick_and_code_variant_and_weights():
     quick = LiuParts.config_for("quick")
     assert (quick.image_size, quick.width, quick.decoder_hidden, quick.batch_size, quick.steps, quick.lr) == \
-        (64, 32, 8, 16, 900, 1e-3)
+        (64, 32, 8, 16, 1200, 1e-3)
     assert native_map_size(quick) == 16 and quick.perceptual.network == "pixel"
-    assert quick.weights() == {"rec": 12.0, "fg": 1.5, "bg": 0.3, "cls": 1.0}
+    assert quick.weights() == {"rec": 1.5, "fg": 1.5, "bg": 0.3, "cls": 1.0}
     code = LiuParts.config_for("paper", {k: str(v) for k, v in CODE_VARIANT.items()})
     assert (code.layer3_stride, code.arcface_scale, code.arcface_rows, code.perceptual.form) == \
         (2, 30.0, "parts_plus_bg", "code")

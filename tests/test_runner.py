@@ -96,3 +96,23 @@ def test_a_fixed_num_parts_method_refuses_another_k(tmp_path):
     res = run_cli_here("run", "--method", "latent_direction", "--protocol", "synthetic_parts", "--preset", "smoke",
                   "--set", "num_parts=3", "--dry-run")
     assert res.returncode == 2 and "always has num_parts=1" in res.stderr
+
+
+def test_eval_option_scores_another_variant_that_tables_reads(tmp_path):
+    """A protocol variant is scored from the checkpoint (no retraining) into its own file, and
+    tables shows it beside the run's own metrics without counting anything twice."""
+    out = tmp_path / "runs"
+    res = run_cli_here("run", "--method", "centre_prior", "--protocol", "synthetic_parts", "--preset", "smoke",
+                       "--limit", "24", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stderr
+    (run_dir,) = out.glob("synthetic_parts/centre_prior/*")
+    res = run_cli_here("eval", str(run_dir), "--option", "regression=liu", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    variant = json.loads((run_dir / "metrics_variant-regression-liu.json").read_text())
+    assert "landmark_err_liu_pct" in {r["metric"] for r in variant}
+    assert (run_dir / "scores_per_image_variant-regression-liu.csv.gz").is_file()
+    res = run_cli_here("tables", "--runs", str(out), "--out", str(tmp_path / "t"))
+    assert res.returncode == 0, res.stderr
+    table = (tmp_path / "t" / "ours.md").read_text()
+    assert "landmark_err_liu_pct" in table and "landmark_err_no_intercept_pct" in table
+    assert table.count("(n=2") == 0  # the shared metrics (fg IoU, mIoU) are not counted twice
