@@ -209,9 +209,5 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return digest.hexdigest()
 
 
-def write_json(path: Path, obj: Any) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, default=str) + "\n")
-
-
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())

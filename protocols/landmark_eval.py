@@ -18,7 +18,7 @@ import numpy as np
 
 from segbench.protocols.evaluation import RowsOf, collect_rows, image_ids
 from segbench.protocols.metrics.accumulate import RowAccumulator
-from segbench.protocols.metrics.centres import LIU_GRID_SIZE, liu_grid_size, soft_argmax_centres_liu
+from segbench.protocols.metrics.centres import LIU_GRID_SIZE, liu_grid_size
 from segbench.protocols.metrics.landmarks import features_for_variant, landmark_regression_errors
 from segbench.protocols.spec import MetricSpec, PerImage, Protocol
 
@@ -31,11 +31,7 @@ def landmark_rows(batch: Mapping[str, Any], probs: np.ndarray, variant: str,
                   liu_grid: int = LIU_GRID_SIZE) -> dict[str, np.ndarray]:
     """Per image: regression features in ``variant``, landmarks, visibility and reference length.
     ``liu_grid``: the map side of the ``liu`` soft-argmax (``liu_grid_size(method)``)."""
-    if variant == "liu":
-        features = soft_argmax_centres_liu(probs, liu_grid).reshape(len(probs), -1)
-    else:
-        features = features_for_variant(probs, variant)
-    return {"features": features, "landmarks": np.asarray(batch["landmarks"]),
+    return {"features": features_for_variant(probs, variant, liu_grid), "landmarks": np.asarray(batch["landmarks"]),
             "visible": np.asarray(batch["landmark_visible"]), "ref": np.asarray(batch["ref_length"])}
 
 

@@ -7,7 +7,7 @@ sit above this layer; tests/test_api.py checks that)::
 
 - ``Method``, ``Predictions``, ``PredictionError``, ``PARTS``, ``SAMPLES``: the method contract.
 - ``FitContext``, ``StatsLog``, ``final_checkpoint_dir``: what ``fit`` gets from the run.
-- ``Snapshot``, ``run_steps``, ``StatsWindow``, ``check_finite``, ``TrainingDiverged``: the training-loop core
+- ``Snapshot``, ``run_steps``, ``StatsWindow``, ``TrainingDiverged``: the training-loop core
   (exact resume, divergence stops, stats rows) that every built-in loop uses.
 - ``Registry``, ``UnknownNameError``, ``PluginLoadError``, ``METHODS``, ``DATASETS``,
   ``PROTOCOLS``: registries (entry-point groups ``segbench.methods`` / ``segbench.datasets`` /
@@ -31,7 +31,7 @@ from segbench.datasets import DATASETS
 from segbench.datasets.base import Dataset, FitImages, Split, SplitInfo
 from segbench.methods import METHODS
 from segbench.methods.base import PARTS, SAMPLES, Method, PredictionError, Predictions
-from segbench.methods.common.loop import Snapshot, StatsWindow, TrainingDiverged, check_finite, run_steps
+from segbench.methods.common.loop import Snapshot, StatsWindow, TrainingDiverged, run_steps
 from segbench.methods.context import FitContext, StatsLog, final_checkpoint_dir
 from segbench.protocols import PROTOCOLS
 from segbench.protocols.spec import MetricSpec, PerImage, Protocol, ProtocolSpec
@@ -40,5 +40,5 @@ __all__ = ["DATASETS", "METHODS", "PARTS", "PRESET_NAMES", "PROTOCOLS", "SAMPLES
            "FitImages", "Method", "MetricSpec", "PerImage", "PluginLoadError", "PredictionError", "Predictions",
            "Protocol", "ProtocolSpec", "Registry", "Snapshot", "Split", "SplitInfo", "StatsLog", "StatsWindow",
            "TrainingDiverged",
-           "UnknownNameError", "UserError", "check_finite", "final_checkpoint_dir", "from_jsonable",
+           "UnknownNameError", "UserError", "final_checkpoint_dir", "from_jsonable",
            "resolve_config", "run_steps", "to_jsonable", "domain", "validate_config"]

@@ -109,8 +109,8 @@ def test_ganseg_augmentation_only_on_the_train_fit_view(pristine):
 def test_ganseg_training_reads_fresh_crops_every_epoch_with_the_image_cache(pristine):
     """Audit row 9: the uint8 cache must hold the un-augmented images and the crop be redrawn
     per read; caching the augmented items froze one crop per item (12 distinct in 20 epochs)."""
-    from segbench.methods.common.images import ImageStore
-    from segbench.methods.ganseg.train import EpochOrder, real_batch
+    from segbench.methods.common.images import EpochOrder, ImageStore
+    from segbench.methods.ganseg.train import real_batch
 
     fit = CUB(pristine["cub"], image_size=64, augment="ganseg").split("train").fit_images()
     store = ImageStore(fit, 64, max_mb=64)

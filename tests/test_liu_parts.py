@@ -25,6 +25,7 @@ from segbench.methods.liu_parts.method import LiuParts
 from segbench.methods.liu_parts.train import cross_reconstruct, train_liu
 from segbench.protocols import landmark_eval
 from segbench.protocols.metrics.centres import LIU_GRID_SIZE, liu_grid_size, soft_argmax_centres_liu
+from segbench.protocols.metrics import landmarks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE, K = 32, 3
@@ -261,7 +262,7 @@ def test_liu_variant_uses_the_native_map_size(fitted, data, monkeypatch):
         grids.append(grid_size)
         return soft_argmax_centres_liu(probs, grid_size)
 
-    monkeypatch.setattr(landmark_eval, "soft_argmax_centres_liu", spy)
+    monkeypatch.setattr(landmarks, "soft_argmax_centres_liu", spy)  # the one liu feature path
     splits = {role: data.split(role) for role in ("regression_fit", "test")}
     error, _ = landmark_eval.landmark_error(method, splits, "liu", batch_size=8, progress=False)
     assert grids and set(grids) == {8} and np.isfinite(error.value)

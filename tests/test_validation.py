@@ -203,7 +203,8 @@ def test_a_segmenter_snapshot_continues_with_a_changed_lr_and_runs_at_it(tmp_pat
 
 
 def test_scheduled_lr_keeps_its_decay_when_the_lr_changes():
-    from segbench.methods.common.segmenter import SegmenterConfig, keep_configured_lr, lr_scheduler
+    from segbench.methods.common.loop import keep_configured_lr
+    from segbench.methods.common.segmenter import SegmenterConfig, lr_scheduler
 
     p = torch.zeros(1, requires_grad=True)
     cfg = SegmenterConfig(lr=1e-2, lr_decay_at=2, lr_decay_factor=0.5)

@@ -82,3 +82,24 @@ class ImageStore:
         if self.augment is not None:
             return torch.stack([self.augment(im.float() / 255) for im in images]) * 2 - 1
         return uint8_to_signed(images)
+
+
+class EpochOrder:
+    """Indices of ``n`` images in epochs of random permutations drawn from ``rng``; the rest of
+    the current epoch is loop state (``get_extra`` / ``set_extra`` of the snapshot)."""
+
+    def __init__(self, n: int, rng: torch.Generator) -> None:
+        self.n, self.rng = n, rng
+        self.rest = torch.zeros(0, dtype=torch.int64)
+
+    def take(self, size: int) -> torch.Tensor:
+        while self.rest.numel() < size:
+            self.rest = torch.cat([self.rest, torch.randperm(self.n, generator=self.rng)])
+        idx, self.rest = self.rest[:size], self.rest[size:]
+        return idx
+
+    def get_extra(self) -> dict[str, torch.Tensor]:
+        return {"data_buffer": self.rest}
+
+    def set_extra(self, extra: dict[str, Any]) -> None:
+        self.rest = extra["data_buffer"]

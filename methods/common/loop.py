@@ -58,6 +58,22 @@ def _as_jsonable(value: Any) -> Any:
     return value
 
 
+def keep_configured_lr(optimizer: torch.optim.Optimizer, lr: float, scheduler: Any = None) -> None:
+    """After a snapshot was loaded into ``optimizer`` (and ``scheduler``): run at the configured
+    ``lr`` (a resumable field) times the decay the scheduler applied so far, not at the lr the
+    snapshot was written with. Nothing changes when the lr is the snapshot's (exact resume)."""
+    for group in optimizer.param_groups:
+        initial = group.get("initial_lr", group["lr"])
+        if initial == lr:
+            continue
+        group["lr"] = lr * (group["lr"] / initial) if initial else lr
+        if "initial_lr" in group:
+            group["initial_lr"] = lr
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+
+
+
 @dataclass
 class Snapshot:
     """The resumable state of one training stage, saved to ``folder / f"{stage}.pt"``.
@@ -65,6 +81,8 @@ class Snapshot:
     ``settings`` are the values a snapshot must agree on to be continued (architecture, data
     size, seed, ...); fields that do not change the result (total steps, logging) stay out.
     ``get_extra`` / ``set_extra`` carry loop-specific state (e.g. the rest of a data epoch).
+    ``lrs`` (optimiser name -> configured lr): learning rates are resumable fields, so after a
+    snapshot is loaded each optimiser runs at its configured lr (times its scheduler's decay).
     """
 
     stage: str
@@ -77,6 +95,7 @@ class Snapshot:
     get_extra: Callable[[], dict[str, Any]] | None = None
     set_extra: Callable[[dict[str, Any]], None] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    lrs: Mapping[str, float] = field(default_factory=dict)
     step: int = 0
     saved_step: int | None = None  # step of the snapshot on disk (None: none yet)
 
@@ -111,6 +130,10 @@ class Snapshot:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         if self.set_extra:
             self.set_extra(state["extra"])
+        for name, lr in self.lrs.items():
+            opt = self.optimizers[name]
+            keep_configured_lr(opt, lr, next((s for s in self.schedulers.values()
+                                              if getattr(s, "optimizer", None) is opt), None))
         self.step = self.saved_step = int(state["step"])
 
     def read(self) -> dict[str, Any] | None:
@@ -168,16 +191,6 @@ def _diverged(snap: Snapshot, step: int, bad: list[str]) -> TrainingDiverged:
     kept = f"kept the last finite snapshot {snap.path} (step {snap.saved_step})" if snap.saved_step is not None \
         else "no snapshot was written yet"
     return TrainingDiverged(f"{snap.stage} training diverged at step {step}: non-finite {', '.join(bad)}; {kept}")
-
-
-def check_finite(snap: Snapshot, terms: Mapping[str, Any]) -> dict[str, float]:
-    """The step's terms as floats, checked now (one device sync); raises ``TrainingDiverged``.
-    ``run_steps`` defers this check to its sync points instead (``StatsWindow``)."""
-    values = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in terms.items()}
-    bad = sorted(k for k, v in values.items() if not math.isfinite(v))
-    if bad:
-        raise _diverged(snap, snap.step + 1, bad)
-    return values
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -47,21 +47,6 @@ PAIR_SEED_OFFSET = 7919  # the pair stream's generator is seeded apart from the 
 RESUMABLE_FIELDS = ("steps", "checkpoint_every", "log_every", "lr")
 
 
-def keep_configured_lr(optimizer: torch.optim.Optimizer, lr: float, scheduler: Any = None) -> None:
-    """After a snapshot was loaded into ``optimizer`` (and ``scheduler``): run at the configured
-    ``lr`` (a resumable field) times the decay the scheduler applied so far, not at the lr the
-    snapshot was written with. Nothing changes when the lr is the snapshot's (exact resume)."""
-    for group in optimizer.param_groups:
-        initial = group.get("initial_lr", group["lr"])
-        if initial == lr:
-            continue
-        group["lr"] = lr * (group["lr"] / initial) if initial else lr
-        if "initial_lr" in group:
-            group["initial_lr"] = lr
-    if scheduler is not None and hasattr(scheduler, "base_lrs"):
-        scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
-
-
 @dataclass(frozen=True)
 class SegmenterConfig:
     arch: Literal["deeplabv3_resnet50", "unet", "small_unet"] = "deeplabv3_resnet50"
@@ -309,10 +294,9 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
         snap = Snapshot(STAGE, checkpoint_dir, settings, modules={"model": model}, optimizers={"opt": optimizer},
                         schedulers={"lr": scheduler} if scheduler else {}, generators={"pairs": pair_rng},
                         get_extra=lambda: {"backbone_weights": info["backbone_weights"]},
-                        set_extra=lambda extra: info.update(extra), device=device)
+                        set_extra=lambda extra: info.update(extra), device=device, lrs={"opt": config.lr})
         if not snap.resume(config.steps):
             _load_pretrained(model, config)  # a fresh start: the ImageNet backbone, if any
-        keep_configured_lr(optimizer, config.lr, scheduler)  # lr is resumable: a resume may lower it
         info["seed"] = seed
         at_least = bool(getattr(source, "keep_surplus", False))
         last: dict[str, Any] = {}

@@ -15,9 +15,8 @@ from typing import Any
 
 import torch
 
-from segbench.methods.common.images import ImageStore
+from segbench.methods.common.images import EpochOrder, ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
-from segbench.methods.common.segmenter import keep_configured_lr
 from segbench.methods.context import FitContext
 from segbench.methods.ganseg.config import GAN_SNAPSHOT_EXCLUDES, GANSegConfig
 from segbench.methods.ganseg.discriminator import Discriminator
@@ -39,27 +38,6 @@ def build_networks(config: GANSegConfig, seed: int, *,
         gen = GANSegGenerator(config.generator, config.num_parts, config.n_per)
         disc = Discriminator(config.discriminator, config.image_size) if discriminator else None
     return gen, disc
-
-
-class EpochOrder:
-    """Indices of ``n`` images in epochs of random permutations drawn from ``rng``; the rest of
-    the current epoch is loop state (``get_extra`` / ``set_extra`` of the snapshot)."""
-
-    def __init__(self, n: int, rng: torch.Generator) -> None:
-        self.n, self.rng = n, rng
-        self.rest = torch.zeros(0, dtype=torch.int64)
-
-    def take(self, size: int) -> torch.Tensor:
-        while self.rest.numel() < size:
-            self.rest = torch.cat([self.rest, torch.randperm(self.n, generator=self.rng)])
-        idx, self.rest = self.rest[:size], self.rest[size:]
-        return idx
-
-    def get_extra(self) -> dict[str, torch.Tensor]:
-        return {"data_buffer": self.rest}
-
-    def set_extra(self, extra: dict[str, Any]) -> None:
-        self.rest = extra["data_buffer"]
 
 
 def real_batch(store: ImageStore, order: EpochOrder, size: int, hflip: bool) -> torch.Tensor:
@@ -111,12 +89,11 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
                     modules={"generator": generator, "discriminator": discriminator},
                     optimizers={"opt_g": opt_g, "opt_d": opt_d},
                     generators={"noise": noise_rng, "data": order.rng},
-                    get_extra=order.get_extra, set_extra=order.set_extra, device=device)
+                    get_extra=order.get_extra, set_extra=order.set_extra, device=device,
+                    lrs={"opt_g": config.lr_g, "opt_d": config.lr_d})
     if snap.resume(config.steps) and snap.step == config.steps:  # finished: only the generator is needed
         return generator.eval(), {"gan_steps": config.steps, "resumed_from_step": config.steps,
                                   "gan_steps_this_call": 0}
-    keep_configured_lr(opt_g, config.lr_g)  # the lrs are resumable: a resume may lower them
-    keep_configured_lr(opt_d, config.lr_d)
     with torch.random.fork_rng(devices=[]):  # loading the images never moves the loop's RNG
         store = ImageStore(train_images, config.image_size, config.preload_max_mb, what="GANSeg")
     sample_z = generator.sample_latent(16, torch.Generator().manual_seed(seed + SAMPLE_SEED))

@@ -21,7 +21,6 @@ from torch import nn
 from segbench.benchmark.errors import UserError
 from segbench.methods.common.images import ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
-from segbench.methods.common.segmenter import keep_configured_lr
 from segbench.methods.context import FitContext
 
 DCGAN_STAGE = "dcgan"
@@ -117,10 +116,9 @@ def train_dcgan(cfg: Any, train_images: Any, ctx: FitContext) -> tuple[DCGANGene
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.train_lr, betas=tuple(cfg.train_betas))
         rng = torch.Generator().manual_seed(ctx.seed + 104729)  # data order and codes, apart from init
         snap = Snapshot(DCGAN_STAGE, ctx.checkpoint_dir(DCGAN_STAGE), settings, modules={"G": G, "D": D},
-                        optimizers={"G": opt_g, "D": opt_d}, generators={"data": rng}, device=device)
+                        optimizers={"G": opt_g, "D": opt_d}, generators={"data": rng}, device=device,
+                        lrs={"G": cfg.train_lr, "D": cfg.train_lr})
         snap.resume(cfg.train_steps)
-        for opt in (opt_g, opt_d):  # train_lr is resumable: a resume may lower it
-            keep_configured_lr(opt, cfg.train_lr)
         ones, zeros = torch.ones(bs, device=device), torch.zeros(bs, device=device)
 
         def step(_: int) -> dict[str, torch.Tensor]:

@@ -35,7 +35,6 @@ from torch import nn
 
 from segbench.benchmark.config import domain
 from segbench.methods.common.loop import Snapshot, run_steps
-from segbench.methods.common.segmenter import keep_configured_lr
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R BT.601 luma, as in the reference code
 RADIAL_SCALE = 4.0
@@ -171,9 +170,8 @@ def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, see
 
         snap = Snapshot(stage, checkpoint_dir, keep, modules={"direction": direction}, optimizers={"adam": optimiser},
                         generators={"codes": rng}, get_extra=lambda: {"losses": list(losses)}, set_extra=set_losses,
-                        device=device)
+                        device=device, lrs={"adam": cfg.lr})
         snap.resume(cfg.steps)
-        keep_configured_lr(optimiser, cfg.lr)  # lr is resumable: a resume may lower it
         v = direction.v
 
         def step(_: int) -> dict[str, Any]:

@@ -26,11 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segbench.methods.common.images import ImageStore
+from segbench.methods.common.images import EpochOrder, ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
-from segbench.methods.common.segmenter import keep_configured_lr
 from segbench.methods.context import FitContext
-from segbench.methods.ganseg.train import EpochOrder
 from segbench.methods.liu_parts.config import RESUMABLE_FIELDS, LiuPartsConfig, native_map_size, total_steps
 from segbench.methods.liu_parts.losses import ArcFace, background_loss, foreground_concentration
 from segbench.methods.liu_parts.networks import (AppearanceEncoder, Decoder, ShapeEncoder, add_coords,
@@ -120,7 +118,7 @@ def train_liu(config: LiuPartsConfig, train_images: torch.utils.data.Dataset,
     snap = Snapshot(STAGE, ctx.checkpoint_dir(STAGE), settings,
                     modules={**nets, "perceptual": perceptual}, optimizers={"adam": opt},
                     generators={"data": order.rng, "tps": tps_rng},
-                    get_extra=order.get_extra, set_extra=order.set_extra, device=device)
+                    get_extra=order.get_extra, set_extra=order.set_extra, device=device, lrs={"adam": config.lr})
     weights = config.weights()
     info: dict[str, Any] = {"steps": steps, "weights": weights,
                             "parameters": {name: count_parameters(nets[name]) for name in NETWORKS},
@@ -130,7 +128,6 @@ def train_liu(config: LiuPartsConfig, train_images: torch.utils.data.Dataset,
         for m in nets.values():
             m.eval()
         return nets, perceptual, {**info, "resumed_from_step": steps, "steps_this_call": 0}
-    keep_configured_lr(opt, config.lr)  # the lr is resumable: a resume may lower it
     with torch.random.fork_rng(devices=[]):  # loading the images never moves the loop's RNG
         store = ImageStore(train_images, config.image_size, config.preload_max_mb, what="liu_parts")
     tps = TPSWarp(config.image_size, config.tps.grid, config.tps.nonlinear_sd, config.tps.bernoulli_sd,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from segbench.protocols.metrics._arrays import to_numpy
-from segbench.protocols.metrics.centres import part_centres, soft_argmax_centres_liu
+from segbench.protocols.metrics.centres import LIU_GRID_SIZE, part_centres, soft_argmax_centres_liu
 
 REGRESSION_VARIANTS = ("no_intercept", "scops", "liu")
 RIDGE_LAMBDA = 1.0  # GANSeg's fallback when X^T X cannot be inverted
@@ -91,15 +91,16 @@ def fit_landmark_regressor(features: Any, targets: Any, variant: str) -> Landmar
     return LandmarkRegressor(variant, coef, y_mean - x_mean @ coef)
 
 
-def features_for_variant(part_probs: Any, variant: str) -> np.ndarray:
+def features_for_variant(part_probs: Any, variant: str, liu_grid: int = LIU_GRID_SIZE) -> np.ndarray:
     """Per-image regression features [B, F] from part probabilities [B, K+1, H, W].
 
     ``no_intercept``/``scops``: flattened ``part_centres`` (F = 2K, pixel units);
-    ``liu``: flattened ``soft_argmax_centres_liu`` (F = 2(K+1), [0, 1] units). Shapes tested in
+    ``liu``: flattened ``soft_argmax_centres_liu`` on a ``liu_grid`` map (F = 2(K+1), [0, 1] units;
+    ``liu_grid`` = the method's native map side where it reports one). Shapes tested in
     tests/metrics/test_landmarks.py; the centres themselves in test_centres.py.
     """
     _check_variant(variant)
-    centres = soft_argmax_centres_liu(part_probs) if variant == "liu" else part_centres(part_probs)
+    centres = soft_argmax_centres_liu(part_probs, liu_grid) if variant == "liu" else part_centres(part_probs)
     return centres.reshape(len(centres), -1)
 
 
