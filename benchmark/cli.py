@@ -156,7 +156,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return _report_run(run_dir)
 
 
-def _report_run(run_dir: Path) -> int:
+def _report_run(run_dir: Path | None) -> int:
+    if run_dir is None:  # a data-parallel rank other than 0: rank 0 reports the run
+        return 0
     from segbench.benchmark.errors import read_json_file
     print(f"run directory: {run_dir}")
     print(format_metrics(read_json_file(run_dir / "metrics.json")))
@@ -364,6 +366,9 @@ def _stdout_gone() -> None:
 
 
 def _print_error(line: str) -> None:
+    rank = os.environ.get("RANK", "0")  # torchrun: say which rank of a data-parallel run speaks
+    if rank not in ("", "0"):
+        line = f"[rank {rank}] {line}"
     try:
         print(line, file=sys.stderr, flush=True)
     except (BrokenPipeError, OSError, ValueError):
@@ -394,3 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         prefix = getattr(exc, "prefix", "error: ")
         _print_error(f"{prefix}{one_line(exc)}")
         return int(getattr(exc, "exit_code", 2))
+    finally:
+        if "torch.distributed" in sys.modules:  # a torchrun rank leaves its process group
+            from segbench.methods.common.parallel import shutdown
+
+            shutdown()

@@ -23,6 +23,11 @@ The run lifecycle (one place; the README's run-folder table names the files):
   each continuation under ``resumes`` (flags given, ``--set`` overrides of ``RESUMABLE_FIELDS``,
   the code's git label); ``method_config`` is the effective config. ``stats.jsonl`` gets a
   ``{"phase": "resumed", "from_step": {...}}`` marker (``methods.context.read_stats``).
+- **Data-parallel runs.** Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank parses the same
+  command; rank 0 does everything above (checks, folder, lock, records, scoring) and, right
+  before ``fit``, sends its resolved request to the other ranks, which fit alongside it (see
+  ``methods.common.parallel``) and write nothing. If rank 0 stops before that, it tells them
+  and they exit 2 too.
 - **Run folders are data.** A ``module:Object`` string in a recorded config (e.g.
   latent_direction's ``generator.target``) that the method's own presets do not set is code named
   by the folder: ``resume``/``eval`` refuse it unless it is given on the command line again
@@ -58,6 +63,7 @@ from segbench.datasets import DATASETS
 from segbench.datasets.paths import resolve_data_root
 from segbench.methods import METHODS
 from segbench.methods.common.loop import TrainingDiverged
+from segbench.methods.common.parallel import broadcast_object, init_from_env, launched_by_torchrun, rank_seed, world
 from segbench.methods.context import (CHECKPOINTS, STATS, TRAINING, FitContext, StatsLog, final_checkpoint_dir,
                                       resolve_device, write_json_atomic)
 from segbench.protocols import PROTOCOLS
@@ -190,6 +196,52 @@ def _context(req: RunRequest, resolved: Resolved, run_id: str, git: Mapping[str,
             "num_parts": int(getattr(resolved.method_config, "num_parts", 0)), "preset": req.preset,
             "limit": req.limit, "batch_size": req.batch_size,
             "git_hash": git_label(git), "train_git_hash": train_git_hash or git_label(git), "date": date}
+
+
+# ----------------------------------------------------------------------------- data-parallel ranks
+
+_announced = {"done": True}  # whether rank 0 has told the other ranks what to do (one message)
+
+
+def _announce(kind: str, payload: Any) -> None:
+    """Rank 0's one message to the other ranks: ``("fit", request)`` or ``("stop", reason)``."""
+    if world().size > 1 and world().main and not _announced["done"]:
+        _announced["done"] = True
+        broadcast_object((kind, payload))
+
+
+def _data_parallel(device_name: str, lead: Any) -> Path | None:
+    """Run ``lead(device)`` as this process's command. Under torchrun, join the process group
+    first: rank 0 leads (and announces the fit, or its failure, to the others); the other ranks
+    follow (``_follow``) and return None."""
+    device = resolve_device(device_name)  # a bad --device fails on every rank alike, before joining
+    if not launched_by_torchrun():
+        return lead(device)
+    device = init_from_env(device)
+    if not world().main:
+        return _follow(device)
+    _announced["done"] = False
+    try:
+        return lead(device)
+    except BaseException as exc:
+        _announce("stop", one_line(exc) or type(exc).__name__)
+        raise
+
+
+def _follow(device: torch.device) -> None:
+    """A rank other than 0: fit with rank 0's resolved request on this rank's device; the run
+    folder is rank 0's (this rank's context has none, so it writes nothing)."""
+    kind, payload = broadcast_object(None)
+    if kind == "stop":
+        raise UserError(f"rank 0 stopped: {payload}")
+    req: RunRequest = payload
+    resolved = resolve(req)
+    fit_split = resolved.dataset.split(resolved.protocol.spec.splits["fit"], limit=req.limit)
+    seed_everything(rank_seed(req.seed))
+    method = resolved.method_cls(resolved.method_config)
+    ctx = FitContext(seed=req.seed, device=device, progress=False, num_threads=req.num_threads)
+    method.fit(fit_split.fit_images(), ctx)
+    return None
 
 
 # ----------------------------------------------------------------------------- the lock
@@ -542,6 +594,7 @@ def _fit_score_record(run_dir: Path, req: RunRequest, resolved: Resolved, method
                       ctx: FitContext, stats: StatsLog, git: Mapping[str, Any]) -> None:
     spec = resolved.protocol.spec
     t0 = time.perf_counter()
+    _announce("fit", req)
     method.fit(fit_split.fit_images(), ctx)
     stats.write(phase="fit_done", fit_seconds=time.perf_counter() - t0, n_fit=len(fit_split))
     method.save(final_checkpoint_dir(run_dir))
@@ -563,9 +616,12 @@ def run(req: RunRequest, resume_dir: Path | None = None) -> Path:
     first; the folder is made only then. (``resume_dir``: see ``resume``.)"""
     if resume_dir is not None:
         return resume(resume_dir, data_root=req.data_root, progress=req.progress)
+    return _data_parallel(req.device, lambda device: _run(req, device))
+
+
+def _run(req: RunRequest, device: torch.device) -> Path:
     validate_request(req)
     resolved = resolve(req)
-    device = resolve_device(req.device)  # before any folder is made: a bad --device leaves nothing
     spec = resolved.protocol.spec
     fit_split = resolved.dataset.split(spec.splits["fit"], limit=req.limit)
     seed_everything(req.seed)
@@ -643,8 +699,18 @@ def resume(run_dir: Path, data_root: str | None = None, progress: bool = True, *
     its snapshot. ``given``: the other run flags on the command line (``{"--seed": 3}``), refused
     when they differ from the recorded run; ``overrides``: ``--set`` values, allowed for the
     method's ``RESUMABLE_FIELDS`` (recorded under ``resumes`` in ``config.json``); a different
-    ``--data-root`` for a finished run is refused (that is ``eval``)."""
+    ``--data-root`` for a finished run is refused (that is ``eval``). Under torchrun every rank
+    reads the folder's recorded device (the folder must be on a file system all ranks see)."""
     run_dir = Path(run_dir)
+    recorded_device = read_run_folder(run_dir).request.device if device is None else device
+    return _data_parallel(recorded_device, lambda dev: _resume(
+        run_dir, data_root, progress, device=device, num_threads=num_threads, overrides=overrides, options=options,
+        given=given, trust_run_config=trust_run_config, dry_run=dry_run, dev=dev))
+
+
+def _resume(run_dir: Path, data_root: str | None, progress: bool, *, device: str | None, num_threads: int | None,
+            overrides: Mapping[str, str], options: Mapping[str, str], given: Mapping[str, Any],
+            trust_run_config: bool, dry_run: bool, dev: torch.device) -> Path:
     folder = read_run_folder(run_dir)
     req = folder.request
     method_cls = METHODS.get(req.method)
@@ -665,7 +731,6 @@ def resume(run_dir: Path, data_root: str | None = None, progress: bool = True, *
     resolved = resolve(req)
     check_code_targets(folder, {str(run_dir / CONFIG_FILE): to_jsonable(resolved.method_config)},
                        given=overrides, trust=trust_run_config)
-    dev = resolve_device(req.device)
     if dry_run:
         snapshot_steps(run_dir)
         return run_dir

@@ -190,4 +190,7 @@ class FitContext:
 
     def describe(self) -> dict[str, Any]:
         """For the run record."""
-        return {"device": str(self.device), "seed": self.seed, "num_threads": self.num_threads}
+        from segbench.methods.common.parallel import world
+
+        return {"device": str(self.device), "seed": self.seed, "num_threads": self.num_threads,
+                **world().describe()}

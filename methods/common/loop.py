@@ -20,6 +20,12 @@ memory (``peak_mem_mb``). Schedulers are stepped once per step, after ``step_fn`
 
 Resuming restores everything the step function draws from, so on CPU a run continued from a
 snapshot is bit-identical to one that never stopped.
+
+In a data-parallel run (``methods.common.parallel``) rank 0 reads the snapshot and broadcasts it
+(or, on a fresh start, its initial weights), so every rank starts identical; each rank's global
+RNG state is saved and restored when the world size is the same; the sync points reduce the
+terms over the ranks (rows hold the global means); only rank 0 writes (the other ranks have no
+snapshot folder and no stats log).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ import torch
 
 from segbench.benchmark.errors import UserError
 from segbench.methods.common.checkpoint import save_atomic
+from segbench.methods.common.parallel import broadcast_modules, broadcast_object, gather_objects, world
 
 SNAPSHOT_FORMAT = 2
 # Test hook: "stage@k" makes step k (1-based) of that stage produce a NaN loss and NaN weights,
@@ -83,6 +90,7 @@ class Snapshot:
     ``get_extra`` / ``set_extra`` carry loop-specific state (e.g. the rest of a data epoch).
     ``lrs`` (optimiser name -> configured lr): learning rates are resumable fields, so after a
     snapshot is loaded each optimiser runs at its configured lr (times its scheduler's decay).
+    ``updater``: the loop's ``precision.Updater`` (its loss scalers are kept).
     """
 
     stage: str
@@ -96,6 +104,7 @@ class Snapshot:
     set_extra: Callable[[dict[str, Any]], None] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     lrs: Mapping[str, float] = field(default_factory=dict)
+    updater: Any = None
     step: int = 0
     saved_step: int | None = None  # step of the snapshot on disk (None: none yet)
 
@@ -114,9 +123,20 @@ class Snapshot:
                  "generators": {k: g.get_state() for k, g in self.generators.items()},
                  "torch_rng": torch.get_rng_state(),
                  "extra": self.get_extra() if self.get_extra else {}}
+        if self.updater is not None:
+            state["updater"] = self.updater.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        ranks = gather_objects(self._rank_rng())  # a collective: every rank calls state_dict
+        if len(ranks) > 1:
+            state["rank_rng"] = ranks
         return state
+
+    def _rank_rng(self) -> dict[str, torch.Tensor]:
+        rng = {"torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return rng
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for group, live in (("modules", self.modules), ("optimizers", self.optimizers),
@@ -125,9 +145,16 @@ class Snapshot:
                 obj.load_state_dict(state[group][k])
         for k, gen in self.generators.items():
             gen.set_state(state["generators"][k])
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        rng = state
+        ranks = state.get("rank_rng") or [state]
+        if len(ranks) == world().size:  # the same world size: each rank continues its own stream
+            rng = ranks[world().rank]
+        if world().rank == 0 or len(ranks) == world().size:  # else: keep the rank's fresh seed
+            torch.set_rng_state(rng["torch_rng"])
+            if self.device.type == "cuda" and "cuda_rng" in rng:
+                torch.cuda.set_rng_state(rng["cuda_rng"], self.device)
+        if self.updater is not None:
+            self.updater.load_state_dict(state.get("updater", {}))
         if self.set_extra:
             self.set_extra(state["extra"])
         for name, lr in self.lrs.items():
@@ -157,8 +184,15 @@ class Snapshot:
         return state
 
     def resume(self, total_steps: int) -> bool:
-        """Load the snapshot on disk if there is one; True when training continues from it."""
-        state = self.read()
+        """Load the snapshot on disk if there is one; True when training continues from it.
+        With several ranks: rank 0 reads and broadcasts it (a fresh start broadcasts rank 0's
+        initial modules), so every rank continues from the same state."""
+        if world().size > 1:
+            state = self._read_on_rank0()
+            if state is None:
+                broadcast_modules(list(self.modules.values()))
+        else:
+            state = self.read()
         if state is None:
             return False
         if int(state["step"]) > total_steps:
@@ -166,9 +200,22 @@ class Snapshot:
         self.load_state_dict(state)
         return True
 
+    def _read_on_rank0(self) -> dict[str, Any] | None:
+        payload: Any = None
+        if world().main:
+            try:
+                payload = ("state", self.read())
+            except UserError as exc:
+                payload = ("error", str(exc))
+        kind, value = broadcast_object(payload)
+        if kind == "error":
+            raise UserError(value if world().main else f"rank 0 stopped: {value}")
+        return value
+
     def save(self) -> None:
-        """Write atomically; weights that are not finite are never written."""
-        if self.path is None:
+        """Write atomically; weights that are not finite are never written. Every rank calls it
+        (the RNG states are gathered); rank 0 writes."""
+        if self.path is None and world().size == 1:
             return
         for name, module in self.modules.items():
             for key, tensor in module.state_dict().items():
@@ -177,7 +224,9 @@ class Snapshot:
                         if self.saved_step is not None else "no snapshot was written yet"
                     raise TrainingDiverged(f"{self.stage} training diverged: {name}.{key} is not finite at step "
                                            f"{self.step}; {kept}")
-        save_atomic(self.path, self.state_dict())
+        state = self.state_dict()
+        if self.path is not None:
+            save_atomic(self.path, state)
         self.saved_step = self.step
 
 
@@ -191,13 +240,6 @@ def _diverged(snap: Snapshot, step: int, bad: list[str]) -> TrainingDiverged:
     kept = f"kept the last finite snapshot {snap.path} (step {snap.saved_step})" if snap.saved_step is not None \
         else "no snapshot was written yet"
     return TrainingDiverged(f"{snap.stage} training diverged at step {step}: non-finite {', '.join(bad)}; {kept}")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process: CUDA allocations on a GPU, resident set size on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 class StatsWindow:
@@ -225,23 +267,43 @@ class StatsWindow:
             self.first_bad = torch.where((first == 0) & ~finite, torch.full_like(first, step), first)
 
     def check(self, snap: Snapshot) -> None:
-        """Raise ``TrainingDiverged`` if any term was non-finite since the window began (a sync)."""
-        if self.first_bad is not None and int(self.first_bad) > 0:
-            raise _diverged(snap, int(self.first_bad), sorted(k for k, b in self.bad.items() if bool(b)))
+        """Raise ``TrainingDiverged`` if any term was non-finite since the window began, on any
+        rank (a sync; with several ranks a collective, so every rank stops together)."""
+        first = int(self.first_bad) if self.first_bad is not None else 0
+        bad = sorted(k for k, b in self.bad.items() if bool(b))
+        if world().size > 1:
+            seen = [(f, names) for f, names in gather_objects((first, bad)) if f > 0]
+            first = min((f for f, _ in seen), default=0)
+            bad = sorted({n for _, names in seen for n in names})
+        if first > 0:
+            raise _diverged(snap, first, bad)
 
     def flush(self) -> dict[str, float]:
-        """Window means and throughput as floats (a sync); starts a new window."""
+        """Window means (over the ranks too) and throughput as floats (a sync); starts a new
+        window."""
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        row = {k: float(self.sums[k]) / self.counts[k] for k in self.sums}
-        row["it_s"] = self.steps / elapsed
+        means = {k: float(self.sums[k]) / self.counts[k] for k in self.sums}
+        if world().size > 1:
+            per_rank = gather_objects(means)
+            means = {k: sum(r[k] for r in per_rank) / len(per_rank) for k in means}
+        row = {**means, "it_s": self.steps / elapsed}
         self.__init__()
         return row
+
+
+def memory_row(device: torch.device) -> dict[str, float]:
+    """Peak resident set size of this process and, on a GPU, peak CUDA allocation (MiB)."""
+    row = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        row["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    row["peak_mem_mb"] = row.get("peak_cuda_mb", row["peak_rss_mb"])
+    return row
 
 
 def run_steps(snap: Snapshot, total_steps: int, step_fn: Callable[[int], Mapping[str, Any]], *,
               log_every: int, checkpoint_every: int = 0, stats: Any = None, progress: bool = True,
               desc: str | None = None, on_log: Callable[[], Mapping[str, Any]] | None = None,
-              after_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+              after_step: Callable[[int], None] | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Run ``step_fn`` from ``snap.step`` to ``total_steps``; returns the stage's report.
 
     Per step: ``step_fn(step)`` -> schedulers step -> ``snap.step += 1`` -> the terms join the
@@ -275,8 +337,10 @@ def run_steps(snap: Snapshot, total_steps: int, step_fn: Callable[[int], Mapping
             if log_now or save_now:  # sync points: nothing is written before the finite check
                 window.check(snap)
             if log_now:
-                row = {"phase": snap.stage, "step": snap.step, **window.flush(),
-                       "peak_mem_mb": round(peak_memory_mb(snap.device), 1), **(on_log() if on_log else {})}
+                row = {"phase": snap.stage, "step": snap.step, **window.flush()}
+                if batch_size:
+                    row["images_s"] = row["it_s"] * batch_size
+                row.update(world_size=world().size, **memory_row(snap.device), **(on_log() if on_log else {}))
                 if stats is not None:
                     stats.write(**row)
                 bar.set_postfix({k: f"{row[k]:.3f}" for k in terms if k in row}, refresh=False)
@@ -292,4 +356,5 @@ def run_steps(snap: Snapshot, total_steps: int, step_fn: Callable[[int], Mapping
     done = snap.step - start
     return {"steps": snap.step, "steps_this_call": done, "resumed_from_step": start if start else None,
             "seconds": round(seconds, 3), "it_s": done / seconds if done and seconds > 0 else None,
-            "device": str(snap.device)}
+            "device": str(snap.device), "world_size": world().size,
+            "images_s": done * batch_size / seconds if batch_size and done and seconds > 0 else None}

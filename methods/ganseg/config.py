@@ -83,6 +83,10 @@ class GeneratorConfig:
     # In [-1,1] image units (0.1 = 6.4 px at 128 px). The supplement's F.2 averages (0.00725 CelebA,
     # 0.010 Taichi, 0.0016 CUB, 0.0065 Flowers) are in the released code's own spread unit.
     fixed_sigma_value: float = domain(0.1, gt=0)
+    # False replaces the SPADE/AdaIN BatchNorms by identities (no batch statistics anywhere in the
+    # GAN). Not in the paper or the code: the test configuration in which data-parallel training
+    # equals one-process training up to float reduction order (tests/test_distributed.py).
+    batchnorm: bool = True
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ class GANSegConfig:
     no_concentration: bool = False
     no_area: bool = False
     hflip: bool = True  # random horizontal flips of the real images (code, all datasets)
+    # Mixed precision of the GAN and segmenter training (methods.common.precision): "off" = fp32,
+    # as the paper's runs trained; "bf16" | "fp16" autocast (fp16 with loss scaling).
+    amp: Literal["off", "bf16", "fp16"] = "off"
     # ----- segmenter on generated pairs (train_seg.py: DeepLabV3-ResNet50, 10 epochs of 64k pairs
     # = 10k x 64, Adam 3e-4, 0.5 CE + 0.5 per-image Dice)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

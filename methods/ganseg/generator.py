@@ -89,6 +89,10 @@ class GANSegGenerator(nn.Module):
         else:
             self.head = nn.Sequential(nn.Conv2d(d, d, 3, padding=1), nn.LeakyReLU(LEAK), nn.Conv2d(d, 3, 3, padding=1))
         kaiming_init(self)
+        if not c.batchnorm:  # the test configuration without batch statistics (config.batchnorm)
+            for module in self.modules():
+                if isinstance(getattr(module, "norm", None), nn.BatchNorm2d):
+                    module.norm = nn.Identity()
 
     # ----------------------------------------------------------------- latents
     @property

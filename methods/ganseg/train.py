@@ -7,6 +7,11 @@ snapshots in ``ctx.checkpoint_dir("gan")`` (both networks and optimisers, the st
 ``torch.Generator``s of the loop (latents; data order and flips), the global torch RNG and the
 rest of the current data epoch), so a run continued from a snapshot is bit-identical on CPU to
 one that never stopped; a NaN/inf loss stops it with the last finite snapshot kept.
+
+Data-parallel (``methods.common.parallel``): every rank draws the global batch's latents, image
+indices and flips from the shared streams and keeps its slice; the generator's BatchNorms are
+synchronised (the code's ``SynchronizedBatchNorm2d``); ``precision.Updater`` averages the
+gradients and applies ``config.amp`` (the gradient penalty's discriminator pass stays fp32).
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import torch
 
 from segbench.methods.common.images import EpochOrder, ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
+from segbench.methods.common.parallel import World, convert_sync_batchnorm, world
+from segbench.methods.common.precision import Updater
 from segbench.methods.context import FitContext
 from segbench.methods.ganseg.config import GAN_SNAPSHOT_EXCLUDES, GANSegConfig
 from segbench.methods.ganseg.discriminator import Discriminator
@@ -40,14 +47,16 @@ def build_networks(config: GANSegConfig, seed: int, *,
     return gen, disc
 
 
-def real_batch(store: ImageStore, order: EpochOrder, size: int, hflip: bool) -> torch.Tensor:
+def real_batch(store: ImageStore, order: EpochOrder, size: int, hflip: bool,
+               shard: World = World()) -> torch.Tensor:
     """The next ``size`` real images in [-1, 1] (augmented afresh on every read when the dataset
-    augments, as the code's DataLoader), each flipped horizontally with probability 1/2."""
-    images = store.signed(order.take(size))
-    if hflip:
-        flip = torch.rand(size, generator=order.rng) < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    return images
+    augments, as the code's DataLoader), each flipped horizontally with probability 1/2; only
+    ``shard``'s slice of them is loaded (the draws are the global batch's)."""
+    indices = torch.as_tensor(order.take(size))
+    flip = torch.rand(size, generator=order.rng) < 0.5 if hflip else torch.zeros(size, dtype=torch.bool)
+    indices, flip = shard.local(indices, flip)
+    images = store.signed(indices)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
 def area_targets(config: GANSegConfig, out: dict) -> torch.Tensor:
@@ -79,8 +88,12 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
     device, seed = ctx.device, ctx.seed
     settings = {**{k: v for k, v in dataclasses.asdict(config).items() if k not in GAN_SNAPSHOT_EXCLUDES},
                 "seed": seed}
+    shard = world()
+    shard.local_size(config.batch_size)  # the global batch must split over the ranks
     generator, discriminator = build_networks(config, seed)
+    generator = convert_sync_batchnorm(generator)  # the code's SynchronizedBatchNorm2d (several ranks)
     generator.to(device), discriminator.to(device)
+    updater = Updater(config.amp, device)
     opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr_g, betas=tuple(config.betas))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=tuple(config.betas))
     noise_rng = torch.Generator().manual_seed(seed + NOISE_SEED)
@@ -90,7 +103,7 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
                     optimizers={"opt_g": opt_g, "opt_d": opt_d},
                     generators={"noise": noise_rng, "data": order.rng},
                     get_extra=order.get_extra, set_extra=order.set_extra, device=device,
-                    lrs={"opt_g": config.lr_g, "opt_d": config.lr_d})
+                    lrs={"opt_g": config.lr_g, "opt_d": config.lr_d}, updater=updater)
     if snap.resume(config.steps) and snap.step == config.steps:  # finished: only the generator is needed
         return generator.eval(), {"gan_steps": config.steps, "resumed_from_step": config.steps,
                                   "gan_steps_this_call": 0}
@@ -103,38 +116,38 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
     last: dict[str, Any] = {}
 
     def step(i: int) -> dict[str, torch.Tensor]:
-        b = config.batch_size
+        b = config.batch_size  # global; this rank computes its slice
         # ---- discriminator step (eq. 14-15, 18)
-        x_real = real_batch(store, order, b, config.hflip).to(device)
-        z = generator.sample_latent(b, noise_rng).to(device)
-        with torch.no_grad():
+        x_real = real_batch(store, order, b, config.hflip, shard).to(device, non_blocking=True)
+        z = shard.local(generator.sample_latent(b, noise_rng)).to(device, non_blocking=True)
+        with torch.no_grad(), updater.autocast():
             x_fake = generator(z)["images"]
         penalise = i % config.gp_every == 0
         x_real.requires_grad_(penalise)
-        d_real = discriminator(x_real)
-        loss_d = discriminator_gan_loss(d_real, discriminator(x_fake))
+        with updater.autocast(enabled=not penalise):  # the penalty's pass stays fp32
+            d_real = discriminator(x_real).float()
+        with updater.autocast():
+            d_fake = discriminator(x_fake).float()
+        loss_d = discriminator_gan_loss(d_real, d_fake)
         terms = {}
         if penalise:
             terms["gp"] = gradient_penalty(d_real, x_real, config.gp)
             loss_d = loss_d + config.gp_weight * terms["gp"]
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        updater.step(loss_d, opt_d, "d")
         # ---- generator step (eq. 13, 16-17, 19)
-        z = generator.sample_latent(b, noise_rng).to(device)
+        z = shard.local(generator.sample_latent(b, noise_rng)).to(device, non_blocking=True)
         discriminator.requires_grad_(False)
-        out = last["out"] = generator(z)
-        loss_gan = generator_gan_loss(discriminator(out["images"]))
+        with updater.autocast():
+            out = last["out"] = generator(z)
+            loss_gan = generator_gan_loss(discriminator(out["images"]).float())
         loss_g = loss_gan
         if use_reg and i % config.reg_every == 0:
-            part_masks, layout = out["masks"][:, 1:], out["layout"]
-            terms["con"] = concentration_loss(part_masks, layout.centres, config.con_reduce,
+            part_masks, layout = out["masks"][:, 1:].float(), out["layout"]
+            terms["con"] = concentration_loss(part_masks, layout.centres.float(), config.con_reduce,
                                               config.generator.coord_grid)
-            terms["area"] = area_loss(part_masks, area_targets(config, out))
+            terms["area"] = area_loss(part_masks, area_targets(config, out).float())
             loss_g = loss_g + lam_con * terms["con"] + lam_area * terms["area"]
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        updater.step(loss_g, opt_g, "g")
         discriminator.requires_grad_(True)
         return {"loss_d": loss_d, "loss_g_gan": loss_gan, **terms}
 
@@ -156,11 +169,13 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
     generator.train(), discriminator.train()
     report = run_steps(snap, config.steps, step, log_every=config.log_every,
                        checkpoint_every=config.checkpoint_every, stats=ctx.stats, progress=ctx.progress,
-                       desc="ganseg GAN", on_log=lambda: _mask_stats(last["out"]), after_step=after_step)
+                       desc="ganseg GAN", on_log=lambda: _mask_stats(last["out"]), after_step=after_step,
+                       batch_size=config.batch_size)
     samples("final")
     info = {"gan_steps": report["steps"], "resumed_from_step": report["resumed_from_step"],
             "gan_steps_this_call": report["steps_this_call"], "gan_seconds": report["seconds"],
             "gan_it_s": report["it_s"], "generator_params": sum(p.numel() for p in generator.parameters()),
             "discriminator_params": sum(p.numel() for p in discriminator.parameters()),
-            "lambda_con": lam_con, "lambda_area": lam_area, "device": report["device"]}
+            "lambda_con": lam_con, "lambda_area": lam_area, "device": report["device"],
+            "world_size": report["world_size"], "gan_images_s": report["images_s"], **updater.describe()}
     return generator.eval(), info
