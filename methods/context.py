@@ -20,7 +20,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +116,14 @@ def read_stats(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
+def resolve_device(name: str | torch.device | None) -> torch.device:
     """``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; a CUDA device
-    that is not there is the user's to fix (one line, exit 2)."""
+    that is not there is the user's to fix (one line, exit 2). ``None`` (a default left
+    unset): the CPU."""
     if isinstance(name, torch.device):
         return name
+    if name is None:
+        return torch.device("cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -137,6 +140,14 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU batch on ``device``: through pinned memory and a non-blocking copy for a GPU (the
+    copy overlaps the host's next work), unchanged on the CPU. Loops call it once per batch."""
+    if device.type == "cuda" and batch.device.type == "cpu":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch.to(device)
+
+
 @dataclass
 class FitContext:
     """Everything ``fit`` needs from the run, and the only way into the run folder.
@@ -147,7 +158,7 @@ class FitContext:
     """
 
     seed: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device | str | None = None  # None: the CPU (resolve_device)
     progress: bool = True
     num_threads: int = 0  # torch CPU threads during fit (0 = leave the process setting)
     run_dir: Path | None = None

@@ -46,7 +46,7 @@ class CubKeypointProtocol(Protocol):
     )
 
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-                 device: Any = "cpu") -> dict[str, float]:
+                 device: Any = None) -> dict[str, float]:
         fit = collect_rows(method, splits["regression_fit"], _rows, batch_size=batch_size, progress=progress,
                            desc="regression_fit")
         test = collect_rows(method, splits["test"], _rows, batch_size=batch_size, progress=progress, desc="test")

@@ -31,7 +31,7 @@ from segbench.datasets.paths import cache_dir
 from segbench.protocols.evaluation import batch_ranges
 from segbench.protocols.metrics.fid import FeatureStatsAccumulator, cached_real_statistics, content_hash, \
     frechet_distance
-from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec
+from segbench.protocols.spec import MetricSpec, Protocol, ProtocolSpec, protocol_device
 
 # Generated-image seeds start here so they never coincide with training seeds 0, 1, 2, ...
 SAMPLE_SEED_BASE = 1_000_003
@@ -57,9 +57,12 @@ def split_fingerprint(split: Split) -> str:
 
 
 def real_statistics(split: Split, dataset_name: str, image_size: int, *, batch_size: int, progress: bool,
-                    device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                    device: Any) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the split's features, in chunks of ``SAMPLE_CHUNK`` images
-    (``batch_size`` is accepted for the protocol interface and does not change the value)."""
+    (``batch_size`` is accepted for the protocol interface and does not change the value), with
+    the feature network on ``device`` (see ``protocol_device``)."""
+    device = protocol_device(device)
+
     def compute() -> tuple[np.ndarray, np.ndarray]:
         acc = FeatureStatsAccumulator()
         for indices in batch_ranges(len(split), SAMPLE_CHUNK, progress=progress,
@@ -75,9 +78,12 @@ def real_statistics(split: Split, dataset_name: str, image_size: int, *, batch_s
 
 
 def generated_statistics(method: Any, n: int, *, batch_size: int, progress: bool,
-                         device: Any = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                         device: Any) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the features of ``n`` samples, drawn ``SAMPLE_CHUNK`` at a time with
-    ``seed=SAMPLE_SEED_BASE + chunk`` (``batch_size`` does not change the value)."""
+    ``seed=SAMPLE_SEED_BASE + chunk`` (``batch_size`` does not change the value), with the
+    feature network on ``device`` (see ``protocol_device``)."""
+    device = protocol_device(device)
+
     acc = FeatureStatsAccumulator()
     for chunk, indices in enumerate(batch_ranges(n, SAMPLE_CHUNK, progress=progress, desc="generated")):
         acc.update(feature_nets.inception_features(method.sample(len(indices), seed=SAMPLE_SEED_BASE + chunk),
@@ -92,7 +98,8 @@ class FidProtocol(Protocol):
         return parse_count(self.options["n_generated"])  # the generated side; --limit caps only the real one
 
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-                 device: Any = "cpu") -> dict[str, float]:
+                 device: Any = None) -> dict[str, float]:
+        device = protocol_device(device)  # None: the CPU
         reference = splits["reference"]
         mu_real, sigma_real = real_statistics(reference, self.spec.dataset, self.spec.image_size,
                                               batch_size=batch_size, progress=progress, device=device)

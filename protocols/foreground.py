@@ -95,7 +95,7 @@ def foreground_scores(method: Any, split: Any, variant: str, *, batch_size: int,
 
 class _ForegroundProtocol(Protocol):
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-                 device: Any = "cpu") -> dict[str, MetricValue]:
+                 device: Any = None) -> dict[str, MetricValue]:
         variant, split = self.options["iou"], splits["test"]
         ious, saliency = foreground_scores(method, split, variant, batch_size=batch_size, progress=progress)
         scores, ids = saliency.compute(), image_ids(split)

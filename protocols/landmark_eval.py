@@ -64,7 +64,7 @@ class LandmarkProtocol(Protocol):
     """Subclasses set ``spec`` with ``LANDMARK_METRIC`` and the ``regression`` option."""
 
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-                 device: Any = "cpu") -> dict[str, PerImage]:
+                 device: Any = None) -> dict[str, PerImage]:
         error, _ = landmark_error(method, splits, self.options["regression"], batch_size=batch_size,
                                   progress=progress)
         return {"landmark_err": error}

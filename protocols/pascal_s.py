@@ -126,7 +126,7 @@ class PascalSProtocol(Protocol):
     )
 
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-                 device: Any = "cpu") -> dict[str, MetricValue]:
+                 device: Any = None) -> dict[str, MetricValue]:
         split, variant, view = splits["test"], self.options["iou"], self.options["view"]
         saliency = SaliencyAccumulator(average=self.options["average"])
         ious: list[np.ndarray] = []

@@ -23,6 +23,19 @@ import numpy as np
 
 from segbench.benchmark.errors import UserError
 
+
+def protocol_device(device: Any = None) -> Any:
+    """Where a protocol's own networks run (FID's feature extractor), as a ``torch.device``:
+    ``device`` as ``--device`` names it (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or a
+    ``torch.device``; ``methods.context.resolve_device``), and the host CPU when it is None (a
+    direct caller that names none). The one place a protocol turns "no device" into the CPU."""
+    import torch
+
+    from segbench.methods.context import resolve_device
+
+    return torch.device("cpu") if device is None else resolve_device(device)
+
+
 # A per-image mean may differ from the reported value by summation order only (the value is
 # computed as the reference code does, e.g. nanmean(errors) * 100 rather than mean(errors * 100)).
 PER_IMAGE_MEAN_RTOL = 1e-9
@@ -145,16 +158,16 @@ class Protocol(ABC):
 
     @abstractmethod
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-                 device: Any = "cpu") -> Mapping[str, MetricValue]:
-        """One value per declared metric key; ``device`` (str or torch.device) is where the
-        protocol's own networks (FID's feature extractor) run."""
+                 device: Any = None) -> Mapping[str, MetricValue]:
+        """One value per declared metric key; ``device`` (str or torch.device; None = the CPU, see
+        ``protocol_device``) is where the protocol's own networks (FID's feature extractor) run."""
 
     def n_eval(self, splits: Mapping[str, Any]) -> int:
         """How many images each value is computed on: the scored split (FID: generated images)."""
         return len(splits[self.spec.scored_role])
 
     def score(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-              device: Any = "cpu") -> ProtocolScores:
+              device: Any = None) -> ProtocolScores:
         values = dict(self.evaluate(method, splits, batch_size=batch_size, progress=progress, device=device))
         metrics = self.spec.metric_specs(self.options)
         declared = [m.key for m in metrics]

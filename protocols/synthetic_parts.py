@@ -46,7 +46,7 @@ class SyntheticPartsProtocol(Protocol):
     )
 
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-                 device: Any = "cpu") -> dict[str, MetricValue]:
+                 device: Any = None) -> dict[str, MetricValue]:
         confusion = np.zeros((method.num_parts + 1, NUM_TRUE_PARTS + 1), np.int64)
 
         def score_parts(batch: dict[str, Any], probs: np.ndarray) -> dict[str, np.ndarray]:

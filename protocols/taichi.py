@@ -57,7 +57,7 @@ class TaichiProtocol(Protocol):
     )
 
     def evaluate(self, method: Any, splits: Mapping[str, Any], *, batch_size: int = 32, progress: bool = True,
-                 device: Any = "cpu") -> dict[str, MetricValue]:
+                 device: Any = None) -> dict[str, MetricValue]:
         fit = collect_rows(method, splits["regression_fit"], frame_rows, batch_size=batch_size, progress=progress,
                            desc="regression_fit")
         test = collect_rows(method, splits["test"], scored_frame_rows, batch_size=batch_size, progress=progress,

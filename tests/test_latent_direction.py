@@ -122,8 +122,8 @@ def test_direction_stays_unit_norm_and_finds_the_relighting_code():
     gen = ToyGenerator(side=side, weights=weights)
     cfg = DirectionConfig(steps=25, batch_size=8, lr=0.05)
     stats = Rows()
-    v_l, losses, report = optimise_direction(gen, cfg, sign=1.0, seed=0, stage="direction_light", stats=stats)
-    v_d, _, _ = optimise_direction(gen, cfg, sign=-1.0, seed=1)
+    v_l, losses, report = optimise_direction(gen, cfg, sign=1.0, seed=0, device="cpu", stage="direction_light", stats=stats)
+    v_d, _, _ = optimise_direction(gen, cfg, sign=-1.0, seed=1, device="cpu")
     assert v_l.norm().item() == pytest.approx(1.0, abs=1e-5) and v_d.norm().item() == pytest.approx(1.0, abs=1e-5)
     assert len(losses) == 25 and report["steps"] == 25
     # The loop core's rows: every log_every (10) steps and at the end, window means of the terms.
@@ -133,30 +133,31 @@ def test_direction_stays_unit_norm_and_finds_the_relighting_code():
     assert stats.rows[-1]["loss"] == pytest.approx(np.mean(losses[20:]))
     assert v_l[0] > 0.5 and v_d[0] < -0.5 and (v_l @ v_d) < 0
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
-    again = optimise_direction(gen, cfg, sign=1.0, seed=0).v
+    again = optimise_direction(gen, cfg, sign=1.0, seed=0, device="cpu").v
     assert torch.equal(again, v_l)
 
 
 def test_direction_search_resumes_bit_identically_and_loads_a_finished_stage(tmp_path):
     gen, cfg = ToyGenerator(), DirectionConfig(steps=9, batch_size=4, checkpoint_every=3)
-    straight = optimise_direction(gen, cfg, sign=1.0, seed=0)
+    straight = optimise_direction(gen, cfg, sign=1.0, seed=0, device="cpu")
     short = dataclasses.replace(cfg, steps=4)  # an "interrupted" search: stopped after step 4
-    optimise_direction(gen, short, sign=1.0, seed=0, stage="direction_light", checkpoint_dir=tmp_path)
-    resumed = optimise_direction(gen, cfg, sign=1.0, seed=0, stage="direction_light", checkpoint_dir=tmp_path)
+    optimise_direction(gen, short, sign=1.0, seed=0, device="cpu", stage="direction_light", checkpoint_dir=tmp_path)
+    resumed = optimise_direction(gen, cfg, sign=1.0, seed=0, device="cpu", stage="direction_light", checkpoint_dir=tmp_path)
     assert resumed.report["resumed_from_step"] == 4 and resumed.report["steps_this_call"] == 5
     assert torch.equal(resumed.v, straight.v) and resumed.losses == straight.losses
-    loaded = optimise_direction(gen, cfg, sign=1.0, seed=0, stage="direction_light", checkpoint_dir=tmp_path)
+    loaded = optimise_direction(gen, cfg, sign=1.0, seed=0, device="cpu", stage="direction_light", checkpoint_dir=tmp_path)
     assert loaded.report["steps_this_call"] == 0 and torch.equal(loaded.v, straight.v)
     assert loaded.losses == straight.losses
     with pytest.raises(UserError, match=r"different direction_light run \(changed: sign\)"):
-        optimise_direction(gen, cfg, sign=-1.0, seed=0, stage="direction_light", checkpoint_dir=tmp_path)
+        optimise_direction(gen, cfg, sign=-1.0, seed=0, device="cpu", stage="direction_light", checkpoint_dir=tmp_path)
 
 
 def test_a_nan_in_the_direction_search_stops_with_the_last_finite_snapshot(tmp_path, monkeypatch):
     monkeypatch.setenv(INJECT_NAN_ENV, "direction_dark@5")
     cfg = DirectionConfig(steps=8, batch_size=4, checkpoint_every=2)
     with pytest.raises(TrainingDiverged, match=r"direction_dark training diverged at step 5: .*\(step 4\)"):
-        optimise_direction(ToyGenerator(), cfg, sign=-1.0, seed=0, stage="direction_dark", checkpoint_dir=tmp_path)
+        optimise_direction(ToyGenerator(), cfg, sign=-1.0, seed=0, device="cpu", stage="direction_dark",
+                           checkpoint_dir=tmp_path)
     saved = torch.load(tmp_path / "direction_dark.pt", weights_only=True)
     assert saved["step"] == 4 and len(saved["extra"]["losses"]) == 4
     v = saved["modules"]["direction"]["v"]

@@ -113,7 +113,8 @@ def test_lr_step_decay():
 
 def test_training_applies_the_decay_and_logs_the_lr_of_each_step(tmp_path):
     stats = StatsLog(tmp_path / "stats.jsonl")
-    train_segmenter(replace(TINY, steps=5, log_every=1, lr_decay_at=3), SQUARES, seed=0, stats=stats, progress=False)
+    train_segmenter(replace(TINY, steps=5, log_every=1, lr_decay_at=3), SQUARES, seed=0, device="cpu", stats=stats,
+                    progress=False)
     rows = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in rows] == pytest.approx([1e-2, 1e-2, 1e-2, 2e-3, 2e-3])
     assert all({"loss", "ce", "dice", "pixel_acc", "pair_time_frac", "it_s", "peak_mem_mb"} <= set(r) for r in rows)
@@ -174,7 +175,7 @@ def test_pair_checks_and_user_errors():
     with pytest.raises(ValueError, match="batch of 3"):
         check_pairs(images, labels, 2, 4)
     with pytest.raises(UserError, match="batch_size must be >= 2"):
-        train_segmenter(replace(TINY, batch_size=1), SQUARES, seed=0, progress=False)
+        train_segmenter(replace(TINY, batch_size=1), SQUARES, seed=0, device="cpu", progress=False)
     # a source that keeps its surplus (latent_direction, as the released code) may return more
     check_pairs(images, labels, 2, 2, at_least=True)
     with pytest.raises(ValueError, match="at least 4"):
@@ -196,10 +197,10 @@ class SurplusSquares:
 
 def test_trainer_takes_larger_batches_only_from_a_surplus_keeping_source():
     source = SurplusSquares(keep_surplus=True)
-    train_segmenter(replace(TINY, steps=2), source, seed=0, progress=False)
+    train_segmenter(replace(TINY, steps=2), source, seed=0, device="cpu", progress=False)
     assert source.sizes == [5, 5]  # TINY.batch_size 4, trained on 5
     with pytest.raises(ValueError, match="batch of 5, asked for 4"):
-        train_segmenter(replace(TINY, steps=2), SurplusSquares(keep_surplus=False), seed=0, progress=False)
+        train_segmenter(replace(TINY, steps=2), SurplusSquares(keep_surplus=False), seed=0, device="cpu", progress=False)
 
 
 def test_learns_a_bright_square(tmp_path):
@@ -208,7 +209,7 @@ def test_learns_a_bright_square(tmp_path):
                           batch_size=8, steps=60, lr=1e-2, log_every=20)
     stats = StatsLog(tmp_path / "stats.jsonl")
     before = torch.get_rng_state()
-    model, info = train_segmenter(cfg, SQUARES, seed=0, stats=stats, progress=False)
+    model, info = train_segmenter(cfg, SQUARES, seed=0, device="cpu", stats=stats, progress=False)
     assert torch.equal(before, torch.get_rng_state())  # caller's RNG untouched
     assert not model.training and info["steps"] == 60 and info["backbone_weights"] == "not_applicable"
     rows = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
@@ -220,30 +221,31 @@ def test_learns_a_bright_square(tmp_path):
 
 def test_resume_is_bit_identical(tmp_path):
     cfg = replace(TINY, lr_decay_at=4)  # the decay comes after the resume: the scheduler is in the snapshot
-    full, _ = train_segmenter(cfg, SQUARES, seed=3, progress=False)
+    full, _ = train_segmenter(cfg, SQUARES, seed=3, device="cpu", progress=False)
     half_cfg = replace(cfg, steps=cfg.steps // 2)
-    _, info = train_segmenter(half_cfg, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
+    _, info = train_segmenter(half_cfg, SQUARES, seed=3, device="cpu", progress=False, checkpoint_dir=tmp_path)
     assert torch.load(tmp_path / "segmenter.pt", weights_only=True)["step"] == cfg.steps // 2
     torch.manual_seed(12345)  # the caller's global RNG must not matter
-    resumed, info = train_segmenter(cfg, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
+    resumed, info = train_segmenter(cfg, SQUARES, seed=3, device="cpu", progress=False, checkpoint_dir=tmp_path)
     assert info["resumed_from_step"] == cfg.steps // 2 and info["steps_this_call"] == cfg.steps // 2
     a, b = full.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    other, _ = train_segmenter(cfg, SQUARES, seed=4, progress=False)
+    other, _ = train_segmenter(cfg, SQUARES, seed=4, device="cpu", progress=False)
     assert not torch.equal(other.head.weight, full.head.weight)
     # a finished checkpoint: calling again trains nothing and returns the same model
-    again, info = train_segmenter(cfg, SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
+    again, info = train_segmenter(cfg, SQUARES, seed=3, device="cpu", progress=False, checkpoint_dir=tmp_path)
     assert info["steps_this_call"] == 0 and torch.equal(again.head.weight, full.head.weight)
     with pytest.raises(UserError, match="betas"):
-        train_segmenter(replace(cfg, betas=(0.8, 0.99)), SQUARES, seed=3, progress=False, checkpoint_dir=tmp_path)
+        train_segmenter(replace(cfg, betas=(0.8, 0.99)), SQUARES, seed=3, device="cpu", progress=False,
+                        checkpoint_dir=tmp_path)
     with pytest.raises(UserError, match="seed"):
-        train_segmenter(cfg, SQUARES, seed=5, progress=False, checkpoint_dir=tmp_path)
+        train_segmenter(cfg, SQUARES, seed=5, device="cpu", progress=False, checkpoint_dir=tmp_path)
 
 
 def test_divergence_stops_with_the_last_finite_snapshot(tmp_path, monkeypatch):
     monkeypatch.setenv(INJECT_NAN_ENV, "segmenter@5")
     with pytest.raises(TrainingDiverged, match=r"segmenter training diverged at step 5: .*\(step 4\)"):
-        train_segmenter(TINY, SQUARES, seed=0, progress=False, checkpoint_dir=tmp_path)
+        train_segmenter(TINY, SQUARES, seed=0, device="cpu", progress=False, checkpoint_dir=tmp_path)
     saved = torch.load(tmp_path / "segmenter.pt", weights_only=True)
     assert saved["step"] == 4
     assert all(torch.isfinite(t).all() for t in saved["modules"]["model"].values() if t.is_floating_point())

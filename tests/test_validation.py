@@ -184,7 +184,7 @@ def test_a_segmenter_snapshot_continues_with_a_changed_lr_and_runs_at_it(tmp_pat
     from segbench.methods.common.segmenter import train_segmenter
     from tests.test_segmenter import SQUARES, TINY
 
-    train_segmenter(replace(TINY, steps=2), SQUARES, seed=0, progress=False, checkpoint_dir=tmp_path)
+    train_segmenter(replace(TINY, steps=2), SQUARES, seed=0, device="cpu", progress=False, checkpoint_dir=tmp_path)
     seen, real_step = [], torch.optim.Adam.step
 
     def step(self, *args, **kwargs):  # the lr each optimiser step runs at
@@ -193,12 +193,12 @@ def test_a_segmenter_snapshot_continues_with_a_changed_lr_and_runs_at_it(tmp_pat
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
     _, info = train_segmenter(replace(TINY, steps=4, lr=1e-4, log_every=1, checkpoint_every=1), SQUARES,
-                              seed=0, progress=False, checkpoint_dir=tmp_path)
+                              seed=0, device="cpu", progress=False, checkpoint_dir=tmp_path)
     assert info["resumed_from_step"] == 2 and seen == [1e-4, 1e-4]
     saved = torch.load(tmp_path / "segmenter.pt", weights_only=True)
     assert saved["optimizers"]["opt"]["param_groups"][0]["lr"] == 1e-4 and "lr" not in saved["settings"]
     with pytest.raises(UserError, match="changed: batch_size"):  # a field that is not resumable
-        train_segmenter(replace(TINY, steps=6, batch_size=6), SQUARES, seed=0, progress=False,
+        train_segmenter(replace(TINY, steps=6, batch_size=6), SQUARES, seed=0, device="cpu", progress=False,
                         checkpoint_dir=tmp_path)
 
 
@@ -254,8 +254,8 @@ def test_gan_dcgan_and_direction_snapshots_leave_out_the_resumable_fields(tmp_pa
     from tests.test_latent_direction import ToyGenerator
 
     dcfg = DirectionConfig(steps=2, batch_size=2, checkpoint_every=1)
-    optimise_direction(ToyGenerator(), dcfg, sign=1.0, seed=0, checkpoint_dir=tmp_path / "dir")
-    found = optimise_direction(ToyGenerator(), replace(dcfg, steps=3, lr=1e-4), sign=1.0, seed=0,
+    optimise_direction(ToyGenerator(), dcfg, sign=1.0, seed=0, device="cpu", checkpoint_dir=tmp_path / "dir")
+    found = optimise_direction(ToyGenerator(), replace(dcfg, steps=3, lr=1e-4), sign=1.0, seed=0, device="cpu",
                                checkpoint_dir=tmp_path / "dir")
     assert found.report["resumed_from_step"] == 2
     saved = torch.load(tmp_path / "dir" / "direction.pt", weights_only=True)

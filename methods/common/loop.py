@@ -42,6 +42,7 @@ import torch
 
 from segbench.benchmark.errors import UserError
 from segbench.methods.common.checkpoint import save_atomic
+from segbench.methods.context import resolve_device
 from segbench.methods.common.parallel import broadcast_modules, broadcast_object, gather_objects, world
 
 SNAPSHOT_FORMAT = 2
@@ -102,7 +103,7 @@ class Snapshot:
     generators: Mapping[str, torch.Generator] = field(default_factory=dict)
     get_extra: Callable[[], dict[str, Any]] | None = None
     set_extra: Callable[[dict[str, Any]], None] | None = None
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    device: torch.device | str | None = None  # where the modules live (None: the CPU)
     lrs: Mapping[str, float] = field(default_factory=dict)
     updater: Any = None
     step: int = 0
@@ -110,6 +111,7 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         self.settings = _as_jsonable(dict(self.settings))
+        self.device = resolve_device(self.device)
 
     @property
     def path(self) -> Path | None:

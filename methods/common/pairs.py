@@ -26,7 +26,11 @@ class PairSource(Protocol):
     given the generator's state. A source whose ``keep_surplus`` attribute is true may return
     more than ``batch_size`` pairs (the latent-direction code keeps every passing sample of its
     last draw round, so its batches hold >= batch_size). Draw every random number from ``generator`` (a CPU generator:
-    sample on CPU, then move to the model's device), not from numpy or ``random``.
+    sample on CPU, then move to the model's device), not from numpy or ``random``. In a
+    data-parallel run every rank draws the same global batch from its copy of the generator and
+    trains on its slice (``train_segmenter``), so there a batch must depend only on the generator's
+    state and on weights that are the same on every rank (not on the global torch RNG, which is
+    seeded per rank).
     """
 
     num_classes: int

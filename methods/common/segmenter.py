@@ -13,7 +13,14 @@ logits back to the input resolution.
 A method keeps the trained segmenter in its own ``state_dict`` as ``model.state_dict()`` (plain
 tensors) and rebuilds it with ``build_segmenter(config, num_classes, load_pretrained=False)``
 followed by ``load_state_dict``. For ``fit`` resume, pass ``checkpoint_dir=ctx.checkpoint_dir("segmenter")``
-to ``train_segmenter``.
+and ``device=ctx.device`` to ``train_segmenter``.
+
+Mixed precision and data parallelism (``methods.common.precision``, ``methods.common.parallel``):
+every rank draws the global batch of pairs from the shared pair stream (so the stream, and any
+surplus a source keeps, is the same on every rank), checks it, and trains on its contiguous slice;
+the forward pass runs under the method's ``amp`` autocast, the loss is computed from float32
+logits, and ``Updater.step`` averages the gradients over the ranks before Adam steps. BatchNorm
+statistics are per rank (DistributedDataParallel's default).
 """
 from __future__ import annotations
 
@@ -32,8 +39,10 @@ from segbench.benchmark.config import domain, validate_config
 from segbench.benchmark.errors import UserError
 from segbench.methods.common.loop import Snapshot, run_steps
 from segbench.methods.common.pairs import PairSource, check_pairs
+from segbench.methods.common.parallel import world
+from segbench.methods.common.precision import Updater
 from segbench.methods.common.unet import UNet
-from segbench.methods.context import StatsLog, resolve_device
+from segbench.methods.context import StatsLog, resolve_device, to_device
 
 ARCHS = ("deeplabv3_resnet50", "unet", "small_unet")
 # torchvision's ImageNet ResNet50 files; IMAGENET1K_V1 (0676ba61) is what `pretrained=True` gave
@@ -264,10 +273,11 @@ def _check_config(config: SegmenterConfig) -> None:
     validate_config(config, prefix="segmenter.")  # every other field's domain (direct callers)
 
 
-def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, stats: StatsLog | None = None,
-                    progress: bool = True, checkpoint_dir: Path | None = None,
-                    device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Train a segmenter with Adam on pairs streamed from ``source``; returns (model in eval mode, info).
+def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, device: str | torch.device,
+                    stats: StatsLog | None = None, progress: bool = True, checkpoint_dir: Path | None = None,
+                    amp: str = "off") -> tuple[nn.Module, dict[str, Any]]:
+    """Train a segmenter with Adam on pairs streamed from ``source`` on ``device`` (the run's
+    ``ctx.device``); returns (model in eval mode, info).
 
     The model is initialised from the global torch RNG seeded with ``seed`` and the pairs are
     drawn from a ``torch.Generator`` seeded with ``seed + PAIR_SEED_OFFSET``; both run inside
@@ -277,13 +287,24 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
     steps and at the end, continued bit-identically (on CPU) when one is there, a stop with the
     last finite snapshot on a NaN/inf loss, and every ``log_every`` steps a ``phase="segmenter"``
     row in ``stats`` (window means of the loss terms and the training-batch pixel accuracy, lr,
-    it/s, peak memory, share of time spent drawing pairs).
+    it/s, images/s of the global batch, peak memory, world size, share of time spent drawing pairs).
+
+    Per step: the global batch ``source.pairs(batch_size, pair_rng)`` is drawn and checked on
+    every rank, trimmed to a multiple of the world size when a ``keep_surplus`` source returned
+    more (several ranks only), and this rank keeps its slice (``world().local``); the forward pass
+    runs under ``amp``'s autocast (``methods.common.precision``: ``off`` | ``bf16`` | ``fp16``),
+    the loss on float32 logits, and ``Updater.step`` does zero_grad, backward, the gradient
+    average over the ranks and Adam's step. ``amp`` joins the snapshot's settings unless it is
+    ``off``. ``info`` gets ``amp`` (and fp16's loss scale) and ``world_size``.
     """
     _check_config(config)
     device = resolve_device(device)
+    shard = world()
+    shard.local_size(config.batch_size, what="segmenter.batch_size")  # the global batch must split over the ranks
+    updater = Updater(amp, device)
     num_classes = int(source.num_classes)
     settings = {**{k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_FIELDS},
-                "num_classes": num_classes, "seed": seed}
+                "num_classes": num_classes, "seed": seed, **({"amp": amp} if amp != "off" else {})}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         model, info = build_segmenter(config, num_classes, load_pretrained=False)
@@ -294,7 +315,8 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
         snap = Snapshot(STAGE, checkpoint_dir, settings, modules={"model": model}, optimizers={"opt": optimizer},
                         schedulers={"lr": scheduler} if scheduler else {}, generators={"pairs": pair_rng},
                         get_extra=lambda: {"backbone_weights": info["backbone_weights"]},
-                        set_extra=lambda extra: info.update(extra), device=device, lrs={"opt": config.lr})
+                        set_extra=lambda extra: info.update(extra), device=device, lrs={"opt": config.lr},
+                        updater=updater)
         if not snap.resume(config.steps):
             _load_pretrained(model, config)  # a fresh start: the ImageNet backbone, if any
         info["seed"] = seed
@@ -304,17 +326,19 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
         def step(_: int) -> dict[str, torch.Tensor]:
             t0 = time.perf_counter()
             with torch.no_grad():
-                images, labels = source.pairs(config.batch_size, pair_rng)
+                images, labels = source.pairs(config.batch_size, pair_rng)  # the global batch
             check_pairs(images, labels, num_classes, config.batch_size, at_least=at_least)
             timing["pairs"] += time.perf_counter() - t0
-            x = model_input(images.to(device), config.image_size)
-            y = _resize_labels(labels.to(device), config.image_size)
+            usable = images.shape[0] - images.shape[0] % shard.size  # a surplus batch: a multiple of the ranks
+            images, labels = shard.local(images[:usable], labels[:usable])
+            x = model_input(to_device(images, device), config.image_size)
+            y = _resize_labels(to_device(labels, device), config.image_size)
             last["lr"] = optimizer.param_groups[0]["lr"]
-            logits = model_logits(model, x)
+            with updater.autocast():
+                logits = model_logits(model, x)
+            logits = logits.float()
             loss, terms = segmentation_loss(logits, y, config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            updater.step(loss, optimizer, "opt")
             last["terms"] = {"loss": loss, **terms, "pixel_acc": (logits.detach().argmax(1) == y).float().mean()}
             return last["terms"]
 
@@ -328,8 +352,10 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, s
         timing = {"pairs": 0.0, "t0": time.perf_counter()}  # seconds spent drawing pairs in this stats window
         report = run_steps(snap, config.steps, step, log_every=config.log_every,
                            checkpoint_every=config.checkpoint_every, stats=stats, progress=progress,
-                           desc=f"segmenter ({config.arch})", on_log=on_log)
+                           desc=f"segmenter ({config.arch})", on_log=on_log, batch_size=config.batch_size)
     info.update(steps=report["steps"], steps_this_call=report["steps_this_call"],
                 resumed_from_step=report["resumed_from_step"], train_seconds=report["seconds"],
-                it_s=report["it_s"], final={k: float(v.detach()) for k, v in last["terms"].items()} if last else None)
+                it_s=report["it_s"], images_s=report["images_s"], world_size=report["world_size"],
+                **updater.describe(),
+                final={k: float(v.detach()) for k, v in last["terms"].items()} if last else None)
     return model.eval(), info

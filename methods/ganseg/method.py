@@ -3,7 +3,8 @@
 ``fit``: train the hierarchical GAN on the images (``train.train_gan``), then a supervised
 segmenter on image/mask pairs streamed from the frozen generator in eval mode (label = argmax
 over [background, parts]; ``methods.common.segmenter``). ``predict`` runs that segmenter on
-real images. Both stages run on ``ctx.device`` and keep resumable snapshots in
+real images. Both stages run on ``ctx.device`` at the precision ``config.amp`` (fp32 by default;
+``methods.common.precision``), data-parallel under torchrun, and keep resumable snapshots in
 ``ctx.checkpoint_dir("gan")`` and ``ctx.checkpoint_dir("segmenter")``.
 
 For the latent-direction method: ``latent_dim``, ``sample_latent`` and
@@ -61,7 +62,7 @@ class GANSeg(Method):
         self.generator.to(ctx.device)
         self.segmenter, seg_info = train_segmenter(self.config.segmenter, source, seed=ctx.seed, stats=ctx.stats,
                                                    progress=ctx.progress, checkpoint_dir=ctx.checkpoint_dir("segmenter"),
-                                                   device=ctx.device)
+                                                   device=ctx.device, amp=self.config.amp)
         self.segmenter.cpu().eval()
         self.generator.cpu()
         return seg_info

@@ -24,7 +24,7 @@ from segbench.methods.common.images import EpochOrder, ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
 from segbench.methods.common.parallel import World, convert_sync_batchnorm, world
 from segbench.methods.common.precision import Updater
-from segbench.methods.context import FitContext
+from segbench.methods.context import FitContext, to_device
 from segbench.methods.ganseg.config import GAN_SNAPSHOT_EXCLUDES, GANSegConfig
 from segbench.methods.ganseg.discriminator import Discriminator
 from segbench.methods.ganseg.figures import save_sample_grid
@@ -118,8 +118,8 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
     def step(i: int) -> dict[str, torch.Tensor]:
         b = config.batch_size  # global; this rank computes its slice
         # ---- discriminator step (eq. 14-15, 18)
-        x_real = real_batch(store, order, b, config.hflip, shard).to(device, non_blocking=True)
-        z = shard.local(generator.sample_latent(b, noise_rng)).to(device, non_blocking=True)
+        x_real = to_device(real_batch(store, order, b, config.hflip, shard), device)
+        z = to_device(shard.local(generator.sample_latent(b, noise_rng)), device)
         with torch.no_grad(), updater.autocast():
             x_fake = generator(z)["images"]
         penalise = i % config.gp_every == 0
@@ -135,7 +135,7 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
             loss_d = loss_d + config.gp_weight * terms["gp"]
         updater.step(loss_d, opt_d, "d")
         # ---- generator step (eq. 13, 16-17, 19)
-        z = shard.local(generator.sample_latent(b, noise_rng)).to(device, non_blocking=True)
+        z = to_device(shard.local(generator.sample_latent(b, noise_rng)), device)
         discriminator.requires_grad_(False)
         with updater.autocast():
             out = last["out"] = generator(z)

@@ -7,7 +7,12 @@ images when no pretrained generator is given. The paper's generators were all tr
 labels on other data; this one sees the fit split (images only), which the run record states.
 
 Training follows the DCGAN recipe (non-saturating loss, Adam 2e-4, beta1 0.5) on the loop core
-(``methods.common.loop``): resumable training stage ``dcgan``, bit-identical on CPU.
+(``methods.common.loop``): resumable training stage ``dcgan``, bit-identical on CPU. Per step every
+rank draws the global batch's real-image indices and latents from the loop's generator (in that
+order) and keeps its slice (``methods.common.parallel``); the networks run under the method's
+``amp`` autocast, the losses on float32 logits, and ``precision.Updater`` steps D, then G
+(gradients averaged over the ranks; BatchNorm statistics per rank, as DDP's default, and rank 0's
+generator, running statistics included, is every rank's after training).
 """
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ from torch import nn
 from segbench.benchmark.errors import UserError
 from segbench.methods.common.images import ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
-from segbench.methods.context import FitContext
+from segbench.methods.common.parallel import broadcast_modules, world
+from segbench.methods.common.precision import Updater
+from segbench.methods.context import FitContext, to_device
 
 DCGAN_STAGE = "dcgan"
 
@@ -88,22 +95,29 @@ def dcgan_init_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def train_dcgan(cfg: Any, train_images: Any, ctx: FitContext) -> tuple[DCGANGenerator, dict[str, Any]]:
+def train_dcgan(cfg: Any, train_images: Any, ctx: FitContext,
+                amp: str = "off") -> tuple[DCGANGenerator, dict[str, Any]]:
     """Train a DCGAN on ``train_images`` with the settings of ``cfg`` (a ``GeneratorConfig``) on
-    ``ctx.device``; returns the generator (eval mode, frozen, on that device) and what it saw.
+    ``ctx.device`` at precision ``amp`` (``methods.common.precision``); returns the generator
+    (eval mode, frozen, on that device, fp32 weights) and what it saw.
 
     Resumable training stage ``dcgan`` (``ctx.checkpoint_dir("dcgan")``): a finished run is
     loaded, an interrupted one continues bit-identically on CPU; ``phase="dcgan"`` rows go to
     ``ctx.stats``. The global RNG is seeded inside ``fork_rng``, so the caller's is untouched.
+    ``train_batch_size`` is the global batch (split over the ranks of a data-parallel run).
     """
     if cfg.train_batch_size < 2:
         raise UserError(f"generator.train_batch_size must be >= 2 (BatchNorm), got {cfg.train_batch_size}")
+    shard = world()
+    shard.local_size(cfg.train_batch_size, what="generator.train_batch_size")  # must split over the ranks
     store = ImageStore(train_images, cfg.train_image_size, what="the GAN")
     # What a snapshot must agree on; train_lr, train_steps and the intervals stay out (RESUMABLE_FIELDS).
     settings = {"z_dim": cfg.z_dim, "g_width": cfg.g_width, "d_width": cfg.d_width,
                 "image_size": cfg.train_image_size, "batch_size": cfg.train_batch_size,
-                "betas": list(cfg.train_betas), "seed": ctx.seed, "n_images": len(store)}
+                "betas": list(cfg.train_betas), "seed": ctx.seed, "n_images": len(store),
+                **({"amp": amp} if amp != "off" else {})}
     device, bs = ctx.device, cfg.train_batch_size
+    updater = Updater(amp, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(ctx.seed)
         G = DCGANGenerator(cfg.z_dim, cfg.g_width, cfg.train_image_size)
@@ -117,29 +131,39 @@ def train_dcgan(cfg: Any, train_images: Any, ctx: FitContext) -> tuple[DCGANGene
         rng = torch.Generator().manual_seed(ctx.seed + 104729)  # data order and codes, apart from init
         snap = Snapshot(DCGAN_STAGE, ctx.checkpoint_dir(DCGAN_STAGE), settings, modules={"G": G, "D": D},
                         optimizers={"G": opt_g, "D": opt_d}, generators={"data": rng}, device=device,
-                        lrs={"G": cfg.train_lr, "D": cfg.train_lr})
+                        lrs={"G": cfg.train_lr, "D": cfg.train_lr}, updater=updater)
         snap.resume(cfg.train_steps)
-        ones, zeros = torch.ones(bs, device=device), torch.zeros(bs, device=device)
+        local = shard.local_size(bs)
+        ones, zeros = torch.ones(local, device=device), torch.zeros(local, device=device)
 
         def step(_: int) -> dict[str, torch.Tensor]:
-            real = store.signed(torch.randint(0, len(store), (bs,), generator=rng)).to(device)
-            fake = G(torch.randn(bs, cfg.z_dim, generator=rng).to(device))
+            # The global batch's draws (indices, then codes), this rank's slice of them.
+            indices = torch.randint(0, len(store), (bs,), generator=rng)
+            z = torch.randn(bs, cfg.z_dim, generator=rng)
+            indices, z = shard.local(indices, z)
+            real = to_device(store.signed(indices), device)
+            with updater.autocast():
+                fake = G(to_device(z, device))
+                d_real, d_fake = D(real).float(), D(fake.detach()).float()
             # Discriminator: real -> 1, fake -> 0.
-            d_loss = (F.binary_cross_entropy_with_logits(D(real), ones)
-                      + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            d_loss = (F.binary_cross_entropy_with_logits(d_real, ones)
+                      + F.binary_cross_entropy_with_logits(d_fake, zeros))
+            updater.step(d_loss, opt_d, "D")
             # Generator: non-saturating loss, fakes -> 1.
-            g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
+            with updater.autocast():
+                d_gen = D(fake).float()
+            g_loss = F.binary_cross_entropy_with_logits(d_gen, ones)
+            updater.step(g_loss, opt_g, "G")
             return {"g_loss": g_loss, "d_loss": d_loss}
 
         report = run_steps(snap, cfg.train_steps, step, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-                           stats=ctx.stats, progress=ctx.progress, desc="GAN (DCGAN)")
+                           stats=ctx.stats, progress=ctx.progress, desc="GAN (DCGAN)", batch_size=bs)
+    # Several ranks: their BatchNorm running statistics differ (per-rank batches); all continue with
+    # rank 0's generator (the one its snapshot holds), so the direction search and the pair stream
+    # that follow compute the same images on every rank.
+    broadcast_modules([G])
     G.eval().requires_grad_(False)
     # The lr goes with the training report: the direction stages' generator identity leaves that out,
     # so a resume that only lowers train_lr keeps their snapshots.
-    return G, {**settings, "steps": report["steps"], "training": {**report, "lr": cfg.train_lr}}
+    return G, {**settings, "steps": report["steps"],
+               "training": {**report, "lr": cfg.train_lr, **updater.describe()}}

@@ -15,7 +15,11 @@ appendix A.1.1 quotes lr 0.05 / lambda 5 / 1000 steps instead):
 with s = +1 for the light direction v_l (centre brighter) and s = -1 for the dark one v_d.
 Adam lr 5e-3, 300 steps of batch 32, v initialised as randn * 0.1 and renormalised to unit
 length after every step (``models/latent_shift_model.py:30``). The search runs on the training
-loop core (``methods.common.loop``): each direction is a resumable training stage.
+loop core (``methods.common.loop``): each direction is a resumable training stage. The generator
+passes run under the method's ``amp`` autocast and Eq. 1 on their float32 images
+(``methods.common.precision``; ``off`` = fp32, as the paper); ``Updater.step`` steps Adam. In a
+data-parallel run every rank computes the same batch (the codes come from the same stream), so
+the averaged gradient is the one-process gradient.
 
 Two switches keep this project's earlier reading (audit rows 3 and 6):
 ``normalise_in_forward=False`` shifts by the raw parameter v (unit only after each step), so the
@@ -24,6 +28,7 @@ one scalar r per code, as the paper's scalar epsilon (Table 8) reads.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +40,7 @@ from torch import nn
 
 from segbench.benchmark.config import domain
 from segbench.methods.common.loop import Snapshot, run_steps
+from segbench.methods.common.precision import Updater
 
 GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # ITU-R BT.601 luma, as in the reference code
 RADIAL_SCALE = 4.0
@@ -118,13 +124,16 @@ def shift_direction(v: torch.Tensor, cfg: DirectionConfig) -> torch.Tensor:
 
 
 def shift_loss(generator: Any, z: torch.Tensor, r: torch.Tensor, v: torch.Tensor, sign: float,
-               cfg: DirectionConfig) -> tuple[torch.Tensor, dict[str, float]]:
+               cfg: DirectionConfig, updater: Updater | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 1 for codes ``z`` shifted by ``r`` along ``v`` (the parameter; see ``shift_direction``);
-    the unshifted images carry no gradient, as in the released code."""
-    with torch.no_grad():
+    the unshifted images carry no gradient, as in the released code. With an ``updater`` the two
+    generator passes run under its autocast; Eq. 1 is computed on their images in float32."""
+    amp = updater.autocast if updater is not None else contextlib.nullcontext
+    with torch.no_grad(), amp():
         images = generator.generate(z)
-    shifted = generator.generate(z + r * shift_direction(v, cfg))
-    return direction_loss(images, shifted, sign, cfg)
+    with amp():
+        shifted = generator.generate(z + r * shift_direction(v, cfg))
+    return direction_loss(images.float(), shifted.float(), sign, cfg)
 
 
 class DirectionParameter(nn.Module):
@@ -143,9 +152,10 @@ class DirectionResult(NamedTuple):
 
 def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, seed: int, stage: str = "direction",
                        checkpoint_dir: Path | None = None, settings: Mapping[str, Any] | None = None,
-                       stats: Any = None, progress: bool = False,
-                       device: str | torch.device = "cpu") -> DirectionResult:
-    """Optimise one unit direction for ``generator`` (a GeneratorAdapter) on ``device``.
+                       device: str | torch.device, stats: Any = None, progress: bool = False,
+                       amp: str = "off") -> DirectionResult:
+    """Optimise one unit direction for ``generator`` (a GeneratorAdapter) on ``device`` (the run's
+    ``ctx.device``, where the adapter's weights are) at precision ``amp``.
 
     ``sign`` = +1 gives v_l (foreground lighter), -1 gives v_d. Codes, shifts and v0 come from a
     CPU ``torch.Generator`` seeded with ``seed`` (moved to ``device``), and the global RNG is
@@ -153,11 +163,14 @@ def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, see
     stage (``methods.common.loop``): with ``checkpoint_dir`` a snapshot ``<stage>.pt`` is written
     every ``cfg.checkpoint_every`` steps and at the end, and a finished one is loaded instead of
     recomputed; ``settings`` is what else it must agree on (the generator's identity). Stats
-    rows (``phase=stage``) every ``cfg.log_every`` steps go to ``stats``.
+    rows (``phase=stage``) every ``cfg.log_every`` steps go to ``stats``. ``amp`` joins the
+    snapshot's settings unless it is ``off``; the report gets ``amp`` (and fp16's loss scale).
     """
     device = torch.device(device)
+    updater = Updater(amp, device)
     keep = {"sign": sign, "seed": seed, "z_dim": generator.z_dim, **(settings or {}),
-            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_FIELDS}}
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_FIELDS},
+            **({"amp": amp} if amp != "off" else {})}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # for generators that draw noise from the global RNG
         rng = torch.Generator().manual_seed(seed)
@@ -170,22 +183,20 @@ def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, see
 
         snap = Snapshot(stage, checkpoint_dir, keep, modules={"direction": direction}, optimizers={"adam": optimiser},
                         generators={"codes": rng}, get_extra=lambda: {"losses": list(losses)}, set_extra=set_losses,
-                        device=device, lrs={"adam": cfg.lr})
+                        device=device, lrs={"adam": cfg.lr}, updater=updater)
         snap.resume(cfg.steps)
         v = direction.v
 
         def step(_: int) -> dict[str, Any]:
             z = generator.sample_z(cfg.batch_size, rng).to(device)
             r = sample_shifts(cfg.batch_size, generator.z_dim, cfg, rng).to(device)
-            loss, terms = shift_loss(generator, z, r, v, sign, cfg)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            loss, terms = shift_loss(generator, z, r, v, sign, cfg, updater)
+            updater.step(loss, optimiser, "adam")
             with torch.no_grad():
                 v.div_(v.norm())  # the search space is the unit sphere (official :30, after_train_iter)
             losses.append(loss.item())
             return {"loss": losses[-1], **terms}
 
         report = run_steps(snap, cfg.steps, step, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
-                           stats=stats, progress=progress, desc=stage.replace("_", " "))
-    return DirectionResult(v.detach().cpu().clone(), losses, report)
+                           stats=stats, progress=progress, desc=stage.replace("_", " "), batch_size=cfg.batch_size)
+    return DirectionResult(v.detach().cpu().clone(), losses, {**report, **updater.describe()})

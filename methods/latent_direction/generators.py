@@ -9,7 +9,8 @@ can be downloaded here), so it only ever talks to a ``GeneratorAdapter``:
 - ``generate(z)``: images ``[n, 3, H, W]`` in [-1, 1], differentiable with respect to ``z``
   (the direction search back-propagates through it); the weights are frozen. Codes may come on
   the CPU or on the run's device; the built-in adapters move them to the device their weights
-  are on (``build_pretrained_generator(cfg, device)``) and return images there;
+  are on (``build_pretrained_generator(cfg, ctx.device)``; without a device the weights stay
+  where they were loaded) and return images there;
 - ``describe()``: a JSON-able dict for the run record (which generator, what data it saw).
 
 Implementations (``GeneratorConfig.kind``; the default ``auto`` picks ``ganseg_run`` when
@@ -135,7 +136,9 @@ def face_weights_path() -> Path:
     return path
 
 
-def load_face_dcgan(device: str | torch.device = "cpu") -> ModuleGenerator:
+def load_face_dcgan(device: str | torch.device | None = None) -> ModuleGenerator:
+    """The package's face DCGAN, its weights moved to ``device`` (None: left where they are
+    loaded, host memory)."""
     from importlib.metadata import PackageNotFoundError, version
 
     from segbench.methods.latent_direction.dcgan import DCGANGenerator
@@ -162,7 +165,7 @@ def load_face_dcgan(device: str | torch.device = "cpu") -> ModuleGenerator:
 class GANSegGenerator:
     """A trained GANSeg run's generator; the code is the concatenation of its noise vectors."""
 
-    def __init__(self, run_dir: str, device: str | torch.device = "cpu") -> None:
+    def __init__(self, run_dir: str, device: str | torch.device | None = None) -> None:
         from segbench.methods import METHODS
 
         run = Path(run_dir)
@@ -171,7 +174,9 @@ class GANSegGenerator:
             raise UserError(f"generator.run={run_dir}: no GANSeg checkpoint at {final} (expected the run "
                             "directory of a finished `python -m benchmark run --method ganseg ...`)")
         self.method = METHODS.get("ganseg").load(final)
-        self.device = torch.device(device)
+        # None: where the loaded generator's weights are.
+        self.device = torch.device(device) if device is not None else \
+            next(self.method.generator.parameters()).device
         # Frozen: only the direction is optimised.
         self.method.generator.to(self.device).eval().requires_grad_(False)
         self.z_dim = int(self.method.latent_dim)
@@ -204,9 +209,11 @@ class GANSegGenerator:
 # ----------------------------------------------------------------------------- custom
 
 class CustomGenerator:
-    """Wraps what a user's ``module:callable`` returned into the adapter interface."""
+    """Wraps what a user's ``module:callable`` returned into the adapter interface. A module is
+    moved to ``device`` and gets its codes there; an adapter object gets its codes on ``device``.
+    ``device=None``: nothing is moved (a module's codes go to where its weights are)."""
 
-    def __init__(self, target: str, checkpoint: str, device: str | torch.device = "cpu") -> None:
+    def __init__(self, target: str, checkpoint: str, device: str | torch.device | None = None) -> None:
         factory = _import_target(target)
         if checkpoint and not Path(checkpoint).exists():
             raise UserError(f"generator.checkpoint={checkpoint}: no such file")
@@ -215,9 +222,13 @@ class CustomGenerator:
         if not isinstance(z_dim, int) or z_dim < 1:
             raise UserError(f"generator.target={target}: the returned object needs an int attribute z_dim")
         if isinstance(obj, nn.Module):
-            obj.to(device).eval().requires_grad_(False)
+            if device is not None:
+                obj.to(device)
+            obj.eval().requires_grad_(False)
+            if device is None:
+                device = next((p.device for p in obj.parameters()), None)
         self.obj, self.z_dim, self.target, self.checkpoint = obj, z_dim, target, checkpoint
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else None
         self._generate: Callable[[torch.Tensor], torch.Tensor] = getattr(obj, "generate", None) or obj
 
     def sample_z(self, n: int, seed: int | torch.Generator) -> torch.Tensor:
@@ -226,7 +237,7 @@ class CustomGenerator:
         return torch.randn(n, self.z_dim, generator=_rng(seed))
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
-        return self._generate(z.to(self.device))
+        return self._generate(z.to(self.device) if self.device is not None else z)
 
     def describe(self) -> dict[str, Any]:
         own = self.obj.describe() if hasattr(self.obj, "describe") else {}
@@ -257,9 +268,9 @@ def resolved_kind(cfg: GeneratorConfig) -> str:
     return "ganseg_run" if cfg.run else "custom" if cfg.target else "train"
 
 
-def build_pretrained_generator(cfg: GeneratorConfig, device: str | torch.device = "cpu") -> GeneratorAdapter:
+def build_pretrained_generator(cfg: GeneratorConfig, device: str | torch.device | None = None) -> GeneratorAdapter:
     """The adapter for every kind except ``train`` (which needs the fit images; see method.py),
-    with its weights on ``device``."""
+    with its weights on ``device`` (the run's ``ctx.device``; None: where they are loaded)."""
     kind = resolved_kind(cfg)
     if kind == "face_dcgan":
         return load_face_dcgan(device)

@@ -8,7 +8,9 @@ Generative Models" (Melas-Kyriazi, Rupprecht, Laina, Vedaldi, ICLR 2022), §3 an
    (``masks.py``), and train the UNet of appendix A.1.2 on them with the shared segmenter
    trainer (``methods.common.segmenter``). ``predict`` is that UNet: K = 1 (foreground).
 
-Everything runs on ``ctx.device``; predictions come back on the images' device. Run record:
+Everything runs on ``ctx.device``; predictions come back on the images' device. The three trained
+stages (DCGAN, directions, UNet) run at the precision ``amp`` (``methods.common.precision``; fp32
+by default) and data-parallel under torchrun (``methods.common.parallel``). Run record:
 ``fit_info.json`` (``ctx.save_info``: which generator and what it saw, the direction summary,
 pair counts, the segmenter's report), stats.jsonl rows ``generator`` / ``dcgan`` /
 ``direction_light`` / ``direction_dark`` / ``direction_summary`` (first/last loss, v_l . v_d) /
@@ -87,6 +89,9 @@ class LatentDirectionConfig:
     # the same either way.
     test_keep_aspect: bool = True
     figure_shifts: tuple[float, ...] = (-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0)  # Figure 3's epsilons
+    # Mixed precision of the DCGAN, direction-search and UNet training (methods.common.precision):
+    # "off" = fp32, as the paper; "bf16" | "fp16" autocast (fp16 with loss scaling).
+    amp: Literal["off", "bf16", "fp16"] = "off"
 
     def validate(self) -> None:
         """Cross-field rules and the domains of the generator / refine fields (their classes live in
@@ -171,7 +176,7 @@ class LatentDirection(Method):
             return build_pretrained_generator(cfg, ctx.device)
         from segbench.methods.latent_direction.dcgan import train_dcgan
 
-        module, info = train_dcgan(cfg, train_images, ctx)
+        module, info = train_dcgan(cfg, train_images, ctx, amp=self.config.amp)
         first = train_images[0]
         return ModuleGenerator(module, cfg.z_dim, {
             "kind": "train", "architecture": "DCGAN", **info,
@@ -194,7 +199,7 @@ class LatentDirection(Method):
             found = optimise_direction(generator, self.config.direction, sign=sign, seed=ctx.seed + offset,
                                        stage=stage, checkpoint_dir=ctx.checkpoint_dir(stage),
                                        settings={"generator": identity}, stats=ctx.stats, progress=ctx.progress,
-                                       device=ctx.device)
+                                       device=ctx.device, amp=self.config.amp)
             out[f"v_{name}"], out[f"losses_{name}"] = found.v, torch.tensor(found.losses)
             loaded.append(found.report["steps_this_call"] == 0 and found.report["resumed_from_step"] is not None)
         out["dot"] = float(out["v_light"] @ out["v_dark"])
@@ -254,11 +259,11 @@ class LatentDirection(Method):
         stream = self.pair_stream(generator, ctx.stats)
         self.model, info = train_segmenter(self.config.segmenter, stream, seed=ctx.seed, stats=ctx.stats,
                                            progress=ctx.progress, checkpoint_dir=ctx.checkpoint_dir(SEGMENTER_STAGE),
-                                           device=ctx.device)
+                                           device=ctx.device, amp=self.config.amp)
         ctx.log(phase="pairs_total", **stream.counts.as_dict())
         ctx.log(phase="segmenter_done", **{k: v for k, v in info.items() if k != "final"})
         ctx.save_info({"generator": description, "directions": summary, "pairs": stream.counts.as_dict(),
-                       "segmenter": info, "device": str(ctx.device)})
+                       "segmenter": info, "device": str(ctx.device), "amp": self.config.amp})
 
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         if self.model is None:

@@ -112,12 +112,16 @@ class LiuPartsConfig:
     tps: TPSConfig = field(default_factory=TPSConfig)
     # ----- training (A.4; train_SCOPSP.py:90-106): Adam over every network and ArcFace's W,
     # constant lr (the StepLR is never stepped), coupled L2 weight decay, fp32
-    batch_size: int = domain(32, ge=2)  # >= 2: BatchNorm trains on the batch
+    batch_size: int = domain(32, ge=2)  # >= 2: BatchNorm trains on the batch (the global batch with torchrun)
     lr: float = domain(1e-4, gt=0)
     weight_decay: float = domain(5e-4, ge=0)
     betas: tuple[float, float] = domain((0.9, 0.999), ge=0, lt=1)
     epochs: int = domain(30, ge=1)  # A.4
     steps: int = domain(0, ge=0)  # 0: ceil(epochs * N / batch_size) for N fit images
+    # Mixed precision of the training (methods.common.precision): "off" = fp32, as the paper and
+    # the code; "bf16" | "fp16" autocast of E_a, E_s and D (fp16 with loss scaling); the losses,
+    # the perceptual network included, stay fp32.
+    amp: Literal["off", "bf16", "fp16"] = "off"
     # ----- inference: how predict brings E_s's probabilities to the input size. "bilinear"
     # (align_corners=False; Liu's figures use bilinear too); "nearest": for an input that is an
     # integer multiple of the map, area pooling back to the native side (the ``liu`` regression

@@ -30,7 +30,9 @@ Networks (the first is the paper's; the others are offline stand-ins, recorded b
 The frozen network is not part of the module tree (it is not in ``state_dict``, ``.to()``,
 ``.train()`` or ``.parameters()``); a copy is made lazily for each device the inputs live on.
 The module's state is only the buffers ``layer_weights``, ``meter_sum``, ``meter_count`` and
-``refreshes``, so a training snapshot stays small and a resumed run continues exactly.
+``refreshes``, so a training snapshot stays small and a resumed run continues exactly. In a
+data-parallel run (``methods.common.parallel``) the meter is fed the mean of the ranks' ``l_i``
+(the global batch's, as the ranks' batches are equal slices), so every rank keeps the same weights.
 """
 from __future__ import annotations
 
@@ -38,10 +40,12 @@ import copy
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 from segbench.benchmark.errors import DataNotFoundError, UserError, one_line
+from segbench.methods.common.parallel import world
 
 NETWORKS = ("vgg19", "inception", "pixel")
 FORMS = ("paper", "code")
@@ -193,6 +197,16 @@ def _load_inception(num_stages: int) -> tuple[nn.Module, Path]:
 
 # ----------------------------------------------------------------------------- the loss
 
+def _mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """``values`` averaged over the ranks of a data-parallel run (itself in one process)."""
+    size = world().size
+    if size == 1:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / size
+
+
 class PerceptualLoss(nn.Module):
     """Masked perceptual loss with adaptive per-layer weights (see the module docstring)."""
 
@@ -292,7 +306,7 @@ class PerceptualLoss(nn.Module):
         if self.form == "code":
             total = total * losses.sum() / len(self.layers)
         if update_meter:
-            self._feed(losses.detach())
+            self._feed(_mean_over_ranks(losses.detach()))
         return total
 
     @torch.no_grad()

@@ -2,11 +2,14 @@
 
     python -m segbench.methods.liu_parts.throughput --preset paper --set perceptual.network=inception --steps 1
     python -m segbench.methods.liu_parts.throughput --preset quick
+    python -m segbench.methods.liu_parts.throughput --preset paper --random-vgg --device cuda --amp bf16
 
 Runs the real training step (``train.train_liu``: two TPS views, both cross reconstructions, every
 loss) on random images for ``--warmup`` + ``--steps`` iterations and prints one JSON line: seconds
-per iteration over the timed steps, parameter counts, the perceptual network used and the
-process's peak resident memory (ru_maxrss: includes the interpreter and torch). With
+per iteration, it/s and images/s over the timed steps, the amp mode, parameter counts, the
+perceptual network used, the process's peak resident memory (ru_maxrss: includes the interpreter
+and torch) and, on CUDA, the timed steps' peak CUDA allocation. ``--amp`` sets the config's
+``amp`` field (a config without one refuses ``bf16``/``fp16`` in one line). With
 ``--random-vgg`` the ``vgg19`` network gets random weights in a temporary torch cache, which
 costs exactly what the ImageNet weights cost (the weights are not obtainable offline), so the
 paper preset's speed can be measured without them. A benchmark command, not a test.
@@ -16,8 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
-import resource
 import sys
 import tempfile
 import time
@@ -26,10 +27,10 @@ from typing import Iterator
 
 import torch
 
-from segbench.benchmark.config import parse_set_args
-from segbench.benchmark.errors import UserError
 from segbench.methods.context import FitContext, resolve_device
-from segbench.methods.ganseg.throughput import RandomImages
+from segbench.methods.ganseg.throughput import (RandomImages, add_common_arguments, amp_of, config_from_args,
+                                                device_name, memory_fields, reset_peak_memory, run_command,
+                                                speed_fields)
 
 
 @contextlib.contextmanager
@@ -59,15 +60,17 @@ def measure(config, steps: int, warmup: int, device: str = "auto") -> dict:
     ctx = FitContext(seed=0, device=resolve_device(device), progress=False)  # no run folder: nothing saved
     if warmup:  # first-call allocations and kernel selection are not steady-state speed
         train_liu(dataclasses.replace(config, steps=warmup, log_every=warmup, figure_count=0), images, ctx)
+    reset_peak_memory(ctx.device)
     t0 = time.perf_counter()
     _, _, info = train_liu(dataclasses.replace(config, steps=steps, log_every=steps, figure_count=0), images, ctx)
     wall = time.perf_counter() - t0
     return {"image_size": config.image_size, "batch_size": config.batch_size, "steps_timed": steps,
-            "s_per_it": round(info["seconds"] / steps, 3), "wall_s_incl_setup": round(wall, 2),
+            "amp": amp_of(config), **speed_fields(steps, info["seconds"], config.batch_size, digits=3),
+            "wall_s_incl_setup": round(wall, 2),
             "perceptual": info["perceptual"], "parameters": info["parameters"],
-            "native_map_size": info["native_map_size"],
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "torch_threads": torch.get_num_threads(), "device": info["device"]}
+            "native_map_size": info["native_map_size"], **memory_fields(ctx.device),
+            "torch_threads": torch.get_num_threads(), "device": info["device"],
+            "device_name": device_name(ctx.device), "torch": torch.__version__}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,30 +78,20 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m segbench.methods.liu_parts.throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="quick")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--steps", type=int, default=5, help="timed iterations")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = the config's / torch's)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    add_common_arguments(parser, steps=5, warmup=1)
     parser.add_argument("--random-vgg", action="store_true",
                         help="vgg19 with random weights (same cost as ImageNet's, which are not obtainable here)")
     args = parser.parse_args(argv)
-    try:
-        config = LiuParts.config_for(args.preset, {"num_parts": "8", **parse_set_args(args.set)})
-        threads = args.threads or config.num_threads
-        if threads:
-            torch.set_num_threads(threads)
-        if args.steps < 1:
-            raise UserError("--steps must be >= 1")
+
+    def run() -> dict:
+        config = config_from_args(LiuParts, args, base={"num_parts": "8"})
+        if not args.threads and config.num_threads:
+            torch.set_num_threads(config.num_threads)
         with random_vgg19_cache() if args.random_vgg else contextlib.nullcontext():
-            row = {"preset": args.preset, "overrides": args.set, "random_vgg": args.random_vgg,
-                   **measure(config, args.steps, args.warmup, args.device)}
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(row))
-    return 0
+            return {"preset": args.preset, "overrides": args.set, "random_vgg": args.random_vgg,
+                    **measure(config, args.steps, args.warmup, args.device)}
+
+    return run_command(args, run)
 
 
 if __name__ == "__main__":

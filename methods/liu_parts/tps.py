@@ -71,9 +71,10 @@ class TPSWarp:
         ones = torch.ones(pix.shape[0], 1, dtype=torch.float64)
         return torch.cat([tps_kernel(r2), ones, pix], dim=1)  # [S*S, G+3]: [U..., 1, x, y]
 
-    def kernel(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The precomputed ``[S*S, grid*grid+3]`` matrix ``[U(r), 1, x, y]`` on ``device``."""
-        key = (torch.device(device), dtype)
+    def kernel(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The precomputed ``[S*S, grid*grid+3]`` matrix ``[U(r), 1, x, y]`` on ``device`` (None:
+        where it was built, host memory); ``grid`` asks for the parameters' device."""
+        key = (torch.device(device) if device is not None else self._kernel_cpu.device, dtype)
         if key not in self._kernels:
             self._kernels[key] = self._kernel_cpu.to(device=key[0], dtype=dtype)
         return self._kernels[key]

@@ -16,6 +16,14 @@ lr: the code's StepLR is never stepped). ``methods.common.loop`` does the rest: 
 ``ctx.checkpoint_dir("liu")`` hold the networks, the perceptual loss's adaptive weights and meters,
 Adam, the data-order and TPS generators, the global RNG and the rest of the current epoch, so a
 continued run is bit-identical on CPU to one that never stopped.
+
+Mixed precision and data parallelism (``methods.common.precision``, ``methods.common.parallel``):
+every rank draws the global batch's image indices and both views' TPS parameters from the shared
+streams and keeps its slice; E_a, E_s and D run under ``config.amp``'s autocast, the losses
+(the perceptual network, L_fg, L_bg and ArcFace) in float32 on float32 copies of their outputs;
+``precision.Updater`` averages the gradients over the ranks and steps Adam. The perceptual loss's
+meter is fed the ranks' mean layer losses, so its adaptive weights are the same on every rank;
+BatchNorm statistics are per rank (DistributedDataParallel's default).
 """
 from __future__ import annotations
 
@@ -28,7 +36,9 @@ from torch import nn
 
 from segbench.methods.common.images import EpochOrder, ImageStore
 from segbench.methods.common.loop import Snapshot, run_steps
-from segbench.methods.context import FitContext
+from segbench.methods.common.parallel import world
+from segbench.methods.common.precision import Updater
+from segbench.methods.context import FitContext, to_device
 from segbench.methods.liu_parts.config import RESUMABLE_FIELDS, LiuPartsConfig, native_map_size, total_steps
 from segbench.methods.liu_parts.losses import ArcFace, background_loss, foreground_concentration
 from segbench.methods.liu_parts.networks import (AppearanceEncoder, Decoder, ShapeEncoder, add_coords,
@@ -85,8 +95,14 @@ def cross_reconstruct(nets: dict[str, nn.Module], x1: torch.Tensor, x2: torch.Te
 def warp_pairs(tps: TPSWarp, images: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
     """Two independent TPS warps of each image: (x1, m1, x2, m2); parameters drawn from ``rng``
     (CPU) for view 1 of every image, then view 2."""
+    return warp_views(tps, images, tps.sample(2 * images.shape[0], rng))
+
+
+def warp_views(tps: TPSWarp, images: torch.Tensor, params: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(x1, m1, x2, m2) of ``images`` [b] warped by ``params`` [2b]: rows ``:b`` are view 1 of
+    every image, rows ``b:`` view 2 (one ``grid_sample`` for both)."""
     b = images.shape[0]
-    warped, mask = tps.warp(images.repeat(2, 1, 1, 1), tps.sample(2 * b, rng))
+    warped, mask = tps.warp(images.repeat(2, 1, 1, 1), params)
     return warped[:b], mask[:b], warped[b:], mask[b:]
 
 
@@ -98,15 +114,21 @@ def _area_stats(probs: torch.Tensor) -> dict[str, Any]:
 
 def train_liu(config: LiuPartsConfig, train_images: torch.utils.data.Dataset,
               ctx: FitContext) -> tuple[dict[str, nn.Module], nn.Module, dict[str, Any]]:
-    """Train on ``ctx.device``; return (networks in eval mode on ``ctx.device``, the perceptual
-    loss, info). Stats rows (phase ``liu``): window means of ``rec``, ``fg``, ``bg``, ``cls``
-    (the terms with a non-zero weight, each summed over both views) and ``total``; the last
-    batch's part areas; it/s and peak memory. Figures go to ``ctx.figures_dir`` at the end."""
+    """Train on ``ctx.device`` at precision ``config.amp``; return (networks in eval mode on
+    ``ctx.device``, fp32 weights, the perceptual loss, info). Stats rows (phase ``liu``): window
+    means of ``rec``, ``fg``, ``bg``, ``cls`` (the terms with a non-zero weight, each summed over
+    both views) and ``total``; the last batch's part areas; it/s, images/s of the global batch,
+    peak memory and world size. Figures go to ``ctx.figures_dir`` at the end. ``amp`` joins the
+    snapshot's settings unless it is ``off``."""
     device, seed = ctx.device, ctx.seed
+    shard = world()
+    shard.local_size(config.batch_size)  # the global batch must split over the ranks
     n = len(train_images)
     steps = total_steps(config, n)
-    settings = {**{k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_FIELDS},
+    settings = {**{k: v for k, v in dataclasses.asdict(config).items()
+                   if k not in RESUMABLE_FIELDS and not (k == "amp" and v == "off")},
                 "seed": seed, "num_images": n}
+    updater = Updater(config.amp, device)
     nets = build_networks(config, seed)
     perceptual = build_perceptual(config)
     for module in (*nets.values(), perceptual):
@@ -118,7 +140,8 @@ def train_liu(config: LiuPartsConfig, train_images: torch.utils.data.Dataset,
     snap = Snapshot(STAGE, ctx.checkpoint_dir(STAGE), settings,
                     modules={**nets, "perceptual": perceptual}, optimizers={"adam": opt},
                     generators={"data": order.rng, "tps": tps_rng},
-                    get_extra=order.get_extra, set_extra=order.set_extra, device=device, lrs={"adam": config.lr})
+                    get_extra=order.get_extra, set_extra=order.set_extra, device=device, lrs={"adam": config.lr},
+                    updater=updater)
     weights = config.weights()
     info: dict[str, Any] = {"steps": steps, "weights": weights,
                             "parameters": {name: count_parameters(nets[name]) for name in NETWORKS},
@@ -127,7 +150,7 @@ def train_liu(config: LiuPartsConfig, train_images: torch.utils.data.Dataset,
     if snap.resume(steps) and snap.step == steps:  # finished: nothing to train
         for m in nets.values():
             m.eval()
-        return nets, perceptual, {**info, "resumed_from_step": steps, "steps_this_call": 0}
+        return nets, perceptual, {**info, "resumed_from_step": steps, "steps_this_call": 0, **updater.describe()}
     with torch.random.fork_rng(devices=[]):  # loading the images never moves the loop's RNG
         store = ImageStore(train_images, config.image_size, config.preload_max_mb, what="liu_parts")
     tps = TPSWarp(config.image_size, config.tps.grid, config.tps.nonlinear_sd, config.tps.bernoulli_sd,
@@ -137,9 +160,15 @@ def train_liu(config: LiuPartsConfig, train_images: torch.utils.data.Dataset,
     last: dict[str, torch.Tensor] = {}
 
     def step(i: int) -> dict[str, torch.Tensor]:
-        images = store.uint8(order.take(config.batch_size)).to(device).float() / 255
-        x1, m1, x2, m2 = warp_pairs(tps, images, tps_rng)
-        out = cross_reconstruct(nets, x1, x2)
+        b = config.batch_size  # global; this rank computes its slice
+        indices = order.take(b)
+        params = tps.sample(2 * b, tps_rng)  # view 1 of every image, then view 2 (warp_pairs' order)
+        indices, view1, view2 = shard.local(indices, params[:b], params[b:])
+        images = to_device(store.uint8(indices), device).float() / 255
+        x1, m1, x2, m2 = warp_views(tps, images, torch.cat([view1, view2]))
+        with updater.autocast():
+            out = cross_reconstruct(nets, x1, x2)
+        out = {name: value.float() for name, value in out.items()}  # the losses run in float32
         last["s1"] = out["s1"]
         terms: dict[str, torch.Tensor] = {}
         if weights["rec"]:
@@ -152,22 +181,21 @@ def train_liu(config: LiuPartsConfig, train_images: torch.utils.data.Dataset,
         if weights["cls"]:
             terms["cls"] = nets["arcface"](out["f1"], divide_by) + nets["arcface"](out["f2"], divide_by)
         total = sum(weights[name] * value for name, value in terms.items())
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
+        updater.step(total, opt, "adam")
         return {**{name: value.detach() for name, value in terms.items()}, "total": total.detach()}
 
     for m in (*nets.values(), perceptual):
         m.train()
     report = run_steps(snap, steps, step, log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                        stats=ctx.stats, progress=ctx.progress, desc="liu_parts",
-                       on_log=lambda: _area_stats(last["s1"]))
+                       on_log=lambda: _area_stats(last["s1"]), batch_size=config.batch_size)
     for m in nets.values():
         m.eval()
     if ctx.figures_dir is not None and config.figure_count:
         save_figures(ctx, config, nets, store, tps)
     info.update({"resumed_from_step": report["resumed_from_step"], "steps_this_call": report["steps_this_call"],
-                 "seconds": report["seconds"], "it_s": report["it_s"], "device": report["device"]})
+                 "seconds": report["seconds"], "it_s": report["it_s"], "device": report["device"],
+                 "images_s": report["images_s"], "world_size": report["world_size"], **updater.describe()})
     return nets, perceptual, info
 
 
