@@ -1,4 +1,5 @@
-"""``python -m benchmark``: ls, run, eval, import-checkpoint, tables, prepare, bench-data, check-plugin, gpu-check.
+"""``python -m benchmark``: ls, run, eval, import-checkpoint, tables, prepare, bench-data, check-plugin, bench,
+gpu-check.
 
 Only the registries (plain strings) are imported at start-up, so ``ls`` answers without
 importing torch; the heavy modules are imported inside the commands that need them.
@@ -347,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0 = default; 1 is often fastest for the tiny smoke networks)")
     p.set_defaults(func=cmd_check_plugin)
+
+    from segbench.benchmark import bench  # stdlib-only at import: torch loads when it runs
+    p = sub.add_parser("bench", help="per-phase time, CPU time and GFLOP of a GANSeg training step",
+                       description=bench.__doc__.splitlines()[0])
+    bench.add_arguments(p)
+    p.set_defaults(func=bench.main)
 
     from segbench.benchmark import gpu_check  # stdlib-only at import: torch loads when it runs
     p = sub.add_parser("gpu-check", help="speed and peak memory of GAN, segmenter and FID stages, fp32 and amp",

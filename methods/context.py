@@ -163,6 +163,7 @@ class FitContext:
     num_threads: int = 0  # torch CPU threads during fit (0 = leave the process setting)
     run_dir: Path | None = None
     stats: StatsLog | None = None
+    profiler: Any = None  # a methods.common.phases.PhaseProfiler (the bench command); None in runs
 
     def __post_init__(self) -> None:
         self.device = resolve_device(self.device)
@@ -188,6 +189,13 @@ class FitContext:
         path = self.run_dir / FIGURES
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def phases(self, step: int) -> Any:
+        """The phase marker of training step ``step`` (``with phase("name"): ...``): timing for
+        the bench command's profiler, nothing otherwise."""
+        from segbench.methods.common.phases import no_phases
+
+        return self.profiler.bind(step) if self.profiler is not None else no_phases
 
     def log(self, **row: Any) -> None:
         """One row into the run's ``stats.jsonl`` (nothing without a run)."""

@@ -117,37 +117,46 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
 
     def step(i: int) -> dict[str, torch.Tensor]:
         b = config.batch_size  # global; this rank computes its slice
+        phase = ctx.phases(i)  # timing marks for the bench command (no-ops in a run)
         # ---- discriminator step (eq. 14-15, 18)
-        x_real = to_device(real_batch(store, order, b, config.hflip, shard), device)
-        z = to_device(shard.local(generator.sample_latent(b, noise_rng)), device)
-        with torch.no_grad(), updater.autocast():
-            x_fake = generator(z)["images"]
+        with phase("d_step_g_forward"):
+            x_real = to_device(real_batch(store, order, b, config.hflip, shard), device)
+            z = to_device(shard.local(generator.sample_latent(b, noise_rng)), device)
+            with torch.no_grad(), updater.autocast():
+                x_fake = generator(z)["images"]
         penalise = i % config.gp_every == 0
         x_real.requires_grad_(penalise)
-        with updater.autocast(enabled=not penalise):  # the penalty's pass stays fp32
-            d_real = discriminator(x_real).float()
-        with updater.autocast():
-            d_fake = discriminator(x_fake).float()
-        loss_d = discriminator_gan_loss(d_real, d_fake)
+        with phase("d_step_d_forward"):
+            with updater.autocast(enabled=not penalise):  # the penalty's pass stays fp32
+                d_real = discriminator(x_real).float()
+            with updater.autocast():
+                d_fake = discriminator(x_fake).float()
+            loss_d = discriminator_gan_loss(d_real, d_fake)
         terms = {}
         if penalise:
-            terms["gp"] = gradient_penalty(d_real, x_real, config.gp)
-            loss_d = loss_d + config.gp_weight * terms["gp"]
-        updater.step(loss_d, opt_d, "d")
+            with phase("d_step_penalty"):
+                terms["gp"] = gradient_penalty(d_real, x_real, config.gp)
+                loss_d = loss_d + config.gp_weight * terms["gp"]
+        with phase("d_step_backward_adam"):
+            updater.step(loss_d, opt_d, "d")
         # ---- generator step (eq. 13, 16-17, 19)
-        z = to_device(shard.local(generator.sample_latent(b, noise_rng)), device)
-        discriminator.requires_grad_(False)
-        with updater.autocast():
-            out = last["out"] = generator(z)
-            loss_gan = generator_gan_loss(discriminator(out["images"]).float())
-        loss_g = loss_gan
-        if use_reg and i % config.reg_every == 0:
-            part_masks, layout = out["masks"][:, 1:].float(), out["layout"]
-            terms["con"] = concentration_loss(part_masks, layout.centres.float(), config.con_reduce,
-                                              config.generator.coord_grid)
-            terms["area"] = area_loss(part_masks, area_targets(config, out).float())
-            loss_g = loss_g + lam_con * terms["con"] + lam_area * terms["area"]
-        updater.step(loss_g, opt_g, "g")
+        with phase("g_step_g_forward"):
+            z = to_device(shard.local(generator.sample_latent(b, noise_rng)), device)
+            discriminator.requires_grad_(False)
+            with updater.autocast():
+                out = last["out"] = generator(z)
+        with phase("g_step_d_forward_losses"):
+            with updater.autocast():
+                loss_gan = generator_gan_loss(discriminator(out["images"]).float())
+            loss_g = loss_gan
+            if use_reg and i % config.reg_every == 0:
+                part_masks, layout = out["masks"][:, 1:].float(), out["layout"]
+                terms["con"] = concentration_loss(part_masks, layout.centres.float(), config.con_reduce,
+                                                  config.generator.coord_grid)
+                terms["area"] = area_loss(part_masks, area_targets(config, out).float())
+                loss_g = loss_g + lam_con * terms["con"] + lam_area * terms["area"]
+        with phase("g_step_backward_adam"):
+            updater.step(loss_g, opt_g, "g")
         discriminator.requires_grad_(True)
         return {"loss_d": loss_d, "loss_g_gan": loss_gan, **terms}
 
