@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import platform
 import sys
 import time
@@ -201,10 +200,6 @@ def segmenter_stage(plan: Plan, amp: str, device: Any, keep: dict[str, Any]) -> 
     from segbench.methods.ganseg.method import GANSeg
     from segbench.methods.ganseg.throughput import reset_peak_memory
 
-    takes_amp = "amp" in inspect.signature(train_segmenter).parameters
-    if amp != "off" and not takes_amp:
-        return _row("segmenter", amp, status="skipped: train_segmenter has no amp keyword in this checkout "
-                                             "(segmenter mixed precision not wired yet)")
     config = plan.config
     seg = dataclasses.replace(config.segmenter, checkpoint_every=0)
     num_classes = config.num_parts + 1
@@ -220,14 +215,13 @@ def segmenter_stage(plan: Plan, amp: str, device: Any, keep: dict[str, Any]) -> 
             return images, torch.randint(0, num_classes, (b, size, size), generator=g)
 
         source, pairs = FunctionPairSource(num_classes, random_pairs), "random pairs"
-    extra = {"amp": amp} if takes_amp else {}
     with torch_threads(plan.threads or config.num_threads):
         if plan.warmup:
             train_segmenter(dataclasses.replace(seg, steps=plan.warmup, log_every=plan.warmup), source, seed=SEED,
-                            progress=False, device=device, **extra)
+                            progress=False, device=device, amp=amp)
         reset_peak_memory(device)
         model, info = train_segmenter(dataclasses.replace(seg, steps=plan.steps, log_every=plan.steps), source,
-                                      seed=SEED, progress=False, device=device, **extra)
+                                      seed=SEED, progress=False, device=device, amp=amp)
         mem = _memory(device)
     del model
     keep.pop("generator", None)

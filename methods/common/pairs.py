@@ -51,8 +51,10 @@ class FunctionPairSource:
 
 
 def check_pairs(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                batch_size: int | None = None, at_least: bool = False) -> None:
-    """Raise ValueError (a bug in the pair source, not a user mistake) if a batch breaks the contract."""
+                batch_size: int | None = None, at_least: bool = False, values: bool = True) -> None:
+    """Raise ValueError (a bug in the pair source, not a user mistake) if a batch breaks the contract.
+    ``values=False`` checks shapes and dtypes only: the value ranges need the tensors' contents, a
+    host sync on a GPU, so the training loop checks them on its sync steps only."""
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"pair images must be a [B,3,H,W] tensor, got {tuple(getattr(images, 'shape', ()))}")
     if images.dtype != torch.float32:
@@ -66,6 +68,8 @@ def check_pairs(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
     if batch_size is not None and (b < batch_size if at_least else b != batch_size):
         wanted = f"at least {batch_size}" if at_least else str(batch_size)
         raise ValueError(f"pair source returned a batch of {b}, asked for {wanted}")
+    if not values:
+        return
     lo, hi = torch.aminmax(images)
     if not (lo >= 0 and hi <= 1):  # also catches NaN
         raise ValueError(f"pair images must lie in [0,1], got [{lo.item():.3g}, {hi.item():.3g}]")

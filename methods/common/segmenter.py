@@ -323,11 +323,15 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, d
         at_least = bool(getattr(source, "keep_surplus", False))
         last: dict[str, Any] = {}
 
-        def step(_: int) -> dict[str, torch.Tensor]:
+        first_step = snap.step
+
+        def step(i: int) -> dict[str, torch.Tensor]:
             t0 = time.perf_counter()
             with torch.no_grad():
                 images, labels = source.pairs(config.batch_size, pair_rng)  # the global batch
-            check_pairs(images, labels, num_classes, config.batch_size, at_least=at_least)
+            # Value ranges (a host sync) on the first step and the stats steps only.
+            check_pairs(images, labels, num_classes, config.batch_size, at_least=at_least,
+                        values=i == first_step or (i + 1) % config.log_every == 0)
             timing["pairs"] += time.perf_counter() - t0
             usable = images.shape[0] - images.shape[0] % shard.size  # a surplus batch: a multiple of the ranks
             images, labels = shard.local(images[:usable], labels[:usable])

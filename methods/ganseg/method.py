@@ -86,12 +86,13 @@ class GANSeg(Method):
 
     @torch.no_grad()
     def _pairs(self, batch_size: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generated images in [0,1] and labels argmax([background, parts]) from the frozen generator."""
+        """Generated images in [0,1] and labels argmax([background, parts]) from the frozen generator,
+        left on the generator's device (the segmenter trains there: no round trip through the host)."""
         device = next(self.generator.parameters()).device
         z = self.generator.sample_latent(batch_size, rng).to(device)
         out = self.generator.eval()(z)
-        images = ((out["images"] + 1) / 2).clamp(0, 1).cpu()
-        return images, out["masks"].argmax(dim=1).cpu()
+        images = ((out["images"] + 1) / 2).clamp(0, 1)
+        return images, out["masks"].argmax(dim=1)
 
     # ----------------------------------------------------------------- inference
     def _require_fitted(self) -> None:
