@@ -24,7 +24,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PINS)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,slurm]'
 	$(PY) -m pip install --quiet --no-deps $(FID_PINS)
 	$(PY) -m pip install --quiet --no-deps $(FACES_PINS)
 	touch $(STAMP)

@@ -361,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     gpu_check.add_arguments(p)
     p.set_defaults(func=gpu_check.run_from_args)
 
+    from segbench.benchmark import reproduce_cli  # stdlib-only at import: planning loads the registries
+    p = sub.add_parser("reproduce", help="run every cell of a paper table (reuse, resume, run) and render it",
+                       description=reproduce_cli.__doc__.splitlines()[0])
+    reproduce_cli.add_arguments(p)
+    p.set_defaults(func=reproduce_cli.main)
+
     p = sub.add_parser("bench-data", help="images/s of the synthetic data generator")
     p.add_argument("--resolution", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--n", type=int, default=500)
