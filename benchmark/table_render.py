@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from segbench.benchmark.errors import UserError
 from segbench.benchmark.reproduce import DONE, MISSING_DATA, RESUME, RUNNING, TablePlan
 from segbench.benchmark.table_manifest import Column, Row, paper_values
-from segbench.benchmark.tables import aggregate, load_runs, write_text_atomic
+from segbench.benchmark.tables import aggregate, load_runs, out_folder, write_text_atomic
 
 OK, PARTIAL, CITED, NOT_MEANINGFUL = "ok", "partial", "cited", "not meaningful"
 CSV_COLUMNS = ["table", "row_id", "row_group", "row_label", "method", "column_id", "column_group", "column_label",
@@ -278,11 +277,5 @@ def render_all(plan: TablePlan, values: list[CellValue]) -> dict[str, str]:
 
 
 def write_rendered(table_id: str, rendered: dict[str, str], out_dir: Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--tables-out {out_dir}: not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--tables-out {out_dir}: cannot create it ({exc.strerror or exc})") from None
+    out_dir = out_folder(out_dir, "--tables-out")
     return [write_text_atomic(out_dir / f"{table_id}.{suffix}", text) for suffix, text in sorted(rendered.items())]

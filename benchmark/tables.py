@@ -454,7 +454,7 @@ def write_tables(runs_dir: Path, paper_dir: Path, out_dir: Path, *, warn: Warn =
     ``runs_dir`` must be a folder (``UserError``); a bad ``metrics.json`` is one ``warn`` line."""
     if runs is None:
         runs = read_runs(_runs_folder(Path(runs_dir)), warn)
-    out_dir = _out_folder(Path(out_dir))
+    out_dir = out_folder(Path(out_dir))
     agg = aggregate(_frame(runs))
     paper = load_paper(paper_dir)
     outputs = {
@@ -471,7 +471,7 @@ def write_tables(runs_dir: Path, paper_dir: Path, out_dir: Path, *, warn: Warn =
 def write_ci_tables(runs_dir: Path, out_dir: Path, resamples: int = RESAMPLES, seed: int = SEED, *,
                     runs: list[RunFile] | None = None) -> tuple[list[Path], pd.DataFrame, list[str]]:
     """``ci.csv`` and ``ci.md`` from :func:`paired_ci`; returns the files, the table and the notes."""
-    out_dir = _out_folder(Path(out_dir))
+    out_dir = out_folder(Path(out_dir))
     frame, notes = paired_ci(runs_dir, resamples=resamples, seed=seed, runs=runs)
     return _write_frame(out_dir, "ci", frame, False), frame, notes
 
@@ -485,13 +485,15 @@ def _runs_folder(path: Path) -> Path:
     return path
 
 
-def _out_folder(path: Path) -> Path:
+def out_folder(path: Path, flag: str = "--out") -> Path:
+    """``path`` as an existing folder (created), or a one-line error naming ``flag``."""
+    path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserError(f"--out {path}: not a folder")
+        raise UserError(f"{flag} {path}: not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"--out {path}: cannot create it ({exc.strerror or exc})") from None
+        raise UserError(f"{flag} {path}: cannot create it ({exc.strerror or exc})") from None
     return path
 
 
