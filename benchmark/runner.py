@@ -222,10 +222,12 @@ def _data_parallel(device_name: str, lead: Any) -> Path | None:
         return _follow(device)
     _announced["done"] = False
     try:
-        return lead(device)
+        result = lead(device)
     except BaseException as exc:
         _announce("stop", one_line(exc) or type(exc).__name__)
         raise
+    _announce("done", None)  # rank 0 finished without a fit (nothing to follow): release the others
+    return result
 
 
 def _follow(device: torch.device) -> None:
@@ -234,6 +236,8 @@ def _follow(device: torch.device) -> None:
     kind, payload = broadcast_object(None)
     if kind == "stop":
         raise UserError(f"rank 0 stopped: {payload}")
+    if kind == "done":
+        return None
     req: RunRequest = payload
     resolved = resolve(req)
     fit_split = resolved.dataset.split(resolved.protocol.spec.splits["fit"], limit=req.limit)
@@ -703,6 +707,10 @@ def resume(run_dir: Path, data_root: str | None = None, progress: bool = True, *
     reads the folder's recorded device (the folder must be on a file system all ranks see)."""
     run_dir = Path(run_dir)
     recorded_device = read_run_folder(run_dir).request.device if device is None else device
+    if dry_run:  # checks only, on every rank alike: no process group, nothing to follow
+        return _resume(run_dir, data_root, progress, device=device, num_threads=num_threads, overrides=overrides,
+                       options=options, given=given, trust_run_config=trust_run_config, dry_run=True,
+                       dev=resolve_device(recorded_device))
     return _data_parallel(recorded_device, lambda dev: _resume(
         run_dir, data_root, progress, device=device, num_threads=num_threads, overrides=overrides, options=options,
         given=given, trust_run_config=trust_run_config, dry_run=dry_run, dev=dev))
@@ -742,6 +750,7 @@ def _resume(run_dir: Path, data_root: str | None, progress: bool, *, device: str
         session = 2 + len(folder.resumes)
         entry = {"session": session, "date": utc_now().isoformat(timespec="seconds"), "argv": sys.argv,
                  "overrides": dict(changes), "device": req.device, "num_threads": req.num_threads,
+                 "world_size": world().size,
                  "data_root": data_root, "git_hash": git_label(git), "from_step": from_step,
                  "finished_before": folder.finished}
         config = {**folder.config, "method_config": to_jsonable(resolved.method_config),

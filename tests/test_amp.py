@@ -205,3 +205,18 @@ def test_a_rank_trains_the_segmenter_on_its_slice_of_the_global_batch(monkeypatc
         images, _ = numbered(TINY.batch_size, rng)
         assert torch.equal(got, images[2:4, 0, 0, 0])
     assert len(seen) == 2
+
+
+def test_gan_snapshot_settings_omit_new_fields_at_their_old_values():
+    """Snapshots written before `amp` and `generator.batchnorm` existed stay resumable: those
+    fields join the settings only when they differ from what such snapshots were trained with."""
+    import dataclasses
+
+    from segbench.methods.ganseg.config import GANSegConfig
+    from segbench.methods.ganseg.train import snapshot_settings
+
+    plain = snapshot_settings(GANSegConfig(), seed=0)
+    assert "amp" not in plain and "batchnorm" not in plain["generator"] and plain["seed"] == 0
+    changed = snapshot_settings(dataclasses.replace(
+        GANSegConfig(), amp="bf16", generator=dataclasses.replace(GANSegConfig().generator, batchnorm=False)), seed=0)
+    assert changed["amp"] == "bf16" and changed["generator"]["batchnorm"] is False

@@ -93,6 +93,9 @@ def test_torchrun_run_then_kill_and_resume(tmp_path):
     gan_rows = [r for r in rows if r.get("phase") == "gan"]
     assert gan_rows and all(r["world_size"] == 2 and r["images_s"] > 0 and r["peak_rss_mb"] > 0 for r in gan_rows)
     assert "run directory:" in straight.stdout and straight.stdout.count("run directory:") == 1
+    # A command that never reaches fit (a dry-run resume) releases every rank: no hang, rc 0.
+    dry = torchrun("-m", "benchmark", "run", "--resume", str(straight_dir), "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
 
     # SIGKILL every rank right after GAN step 2 (a snapshot step), then resume under torchrun.
     killed = torchrun("-m", "benchmark", *RUN, "--out", str(tmp_path / "killed"), SEGBENCH_INJECT_KILL="gan@2")

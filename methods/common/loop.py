@@ -207,25 +207,38 @@ class Snapshot:
         if world().main:
             try:
                 payload = ("state", self.read())
-            except UserError as exc:
-                payload = ("error", str(exc))
+            except Exception as exc:  # the other ranks must hear of any failure, or they wait forever
+                payload = ("error", str(exc) if isinstance(exc, UserError) else
+                           f"{self.path}: unreadable training snapshot ({type(exc).__name__}: {exc})")
         kind, value = broadcast_object(payload)
         if kind == "error":
             raise UserError(value if world().main else f"rank 0 stopped: {value}")
         return value
+
+    def _kept(self) -> str:
+        if self.saved_step is None:
+            return "no snapshot was written yet"
+        where = self.path if self.path is not None else "rank 0's snapshot"
+        return f"kept the last finite snapshot {where} (step {self.saved_step})"
+
+    def _first_non_finite(self) -> str | None:
+        for name, module in self.modules.items():
+            for key, tensor in module.state_dict().items():
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    return f"{name}.{key}"
+        return None
 
     def save(self) -> None:
         """Write atomically; weights that are not finite are never written. Every rank calls it
         (the RNG states are gathered); rank 0 writes."""
         if self.path is None and world().size == 1:
             return
-        for name, module in self.modules.items():
-            for key, tensor in module.state_dict().items():
-                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                    kept = f"kept the last finite snapshot {self.path} (step {self.saved_step})" \
-                        if self.saved_step is not None else "no snapshot was written yet"
-                    raise TrainingDiverged(f"{self.stage} training diverged: {name}.{key} is not finite at step "
-                                           f"{self.step}; {kept}")
+        bad = self._first_non_finite()
+        if world().size > 1:  # per-rank buffers (BatchNorm statistics) may differ: decide together
+            bad = next((f"{b} (rank {r})" for r, b in enumerate(gather_objects(bad)) if b is not None), None)
+        if bad is not None:
+            raise TrainingDiverged(f"{self.stage} training diverged: {bad} is not finite at step {self.step}; "
+                                   f"{self._kept()}")
         state = self.state_dict()
         if self.path is not None:
             save_atomic(self.path, state)
@@ -239,9 +252,8 @@ def _injected_nan_step(stage: str, env: str = INJECT_NAN_ENV) -> int | None:
 
 
 def _diverged(snap: Snapshot, step: int, bad: list[str]) -> TrainingDiverged:
-    kept = f"kept the last finite snapshot {snap.path} (step {snap.saved_step})" if snap.saved_step is not None \
-        else "no snapshot was written yet"
-    return TrainingDiverged(f"{snap.stage} training diverged at step {step}: non-finite {', '.join(bad)}; {kept}")
+    return TrainingDiverged(f"{snap.stage} training diverged at step {step}: non-finite {', '.join(bad)}; "
+                            f"{snap._kept()}")
 
 
 class StatsWindow:

@@ -300,7 +300,10 @@ def train_segmenter(config: SegmenterConfig, source: PairSource, *, seed: int, d
     _check_config(config)
     device = resolve_device(device)
     shard = world()
-    shard.local_size(config.batch_size, what="segmenter.batch_size")  # the global batch must split over the ranks
+    per_rank = shard.local_size(config.batch_size, what="segmenter.batch_size")  # must split over the ranks
+    if config.arch == "deeplabv3_resnet50" and per_rank < 2:  # the ASPP pooling branch's BatchNorm sees 1x1 maps
+        raise UserError(f"segmenter.batch_size={config.batch_size} leaves {per_rank} image per process over "
+                        f"{shard.size} processes; DeepLabV3 trains BatchNorm on >= 2 per process")
     updater = Updater(amp, device)
     num_classes = int(source.num_classes)
     settings = {**{k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_FIELDS},

@@ -59,11 +59,25 @@ def real_batch(store: ImageStore, order: EpochOrder, size: int, hflip: bool,
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
+def snapshot_settings(config: GANSegConfig, seed: int) -> dict[str, Any]:
+    """What a GAN snapshot must agree on to be continued: the config without its resumable fields
+    and the segmenter (``GAN_SNAPSHOT_EXCLUDES``), plus the seed. Fields added after snapshots
+    were written (``amp``, ``generator.batchnorm``) join only when they differ from the value
+    those snapshots were trained with, so older snapshots stay resumable."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in GAN_SNAPSHOT_EXCLUDES}
+    if settings["amp"] == "off":
+        del settings["amp"]
+    if settings["generator"]["batchnorm"]:
+        del settings["generator"]["batchnorm"]
+    return {**settings, "seed": seed}
+
+
 def area_targets(config: GANSegConfig, out: dict) -> torch.Tensor:
-    """Per-part target areas [B, K] of the area loss (``config.area_target``)."""
+    """Per-part target areas [B, K] of the area loss (``config.area_target``), in fp32 (the
+    points and heatmaps may come out of an autocast forward in 16 bits)."""
     if config.area_target == "code":
-        return area_target_code(out["layout"].points, config.n_per, config.image_size)
-    return out["heatmaps"].sum(dim=(-2, -1))
+        return area_target_code(out["layout"].points.float(), config.n_per, config.image_size)
+    return out["heatmaps"].float().sum(dim=(-2, -1))
 
 
 def _mask_stats(out: dict) -> dict[str, float]:
@@ -86,8 +100,7 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
     that have them, ``gp``, ``con`` and ``area``; the last batch's mask statistics; it/s and peak
     memory. Sample grids (images, points, masks) go to ``ctx.figures_dir``."""
     device, seed = ctx.device, ctx.seed
-    settings = {**{k: v for k, v in dataclasses.asdict(config).items() if k not in GAN_SNAPSHOT_EXCLUDES},
-                "seed": seed}
+    settings = snapshot_settings(config, seed)
     shard = world()
     shard.local_size(config.batch_size)  # the global batch must split over the ranks
     generator, discriminator = build_networks(config, seed)
@@ -153,7 +166,7 @@ def train_gan(config: GANSegConfig, train_images: torch.utils.data.Dataset,
                 part_masks, layout = out["masks"][:, 1:].float(), out["layout"]
                 terms["con"] = concentration_loss(part_masks, layout.centres.float(), config.con_reduce,
                                                   config.generator.coord_grid)
-                terms["area"] = area_loss(part_masks, area_targets(config, out).float())
+                terms["area"] = area_loss(part_masks, area_targets(config, out))
                 loss_g = loss_g + lam_con * terms["con"] + lam_area * terms["area"]
         with phase("g_step_backward_adam"):
             updater.step(loss_g, opt_g, "g")

@@ -112,7 +112,7 @@ class LiuPartsConfig:
     tps: TPSConfig = field(default_factory=TPSConfig)
     # ----- training (A.4; train_SCOPSP.py:90-106): Adam over every network and ArcFace's W,
     # constant lr (the StepLR is never stepped), coupled L2 weight decay, fp32
-    batch_size: int = domain(32, ge=2)  # >= 2: BatchNorm trains on the batch (the global batch with torchrun)
+    batch_size: int = domain(32, ge=2)  # >= 2: BatchNorm trains on the batch (global with torchrun; BatchNorm per rank)
     lr: float = domain(1e-4, gt=0)
     weight_decay: float = domain(5e-4, ge=0)
     betas: tuple[float, float] = domain((0.9, 0.999), ge=0, lt=1)
