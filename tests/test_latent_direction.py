@@ -104,8 +104,10 @@ def test_direction_loss_terms():
     images = torch.zeros(2, 3, 16, 16)
     centre_bright = -radial_prior(16, 16).expand(2, 3, 16, 16) / 8  # brighter centre, darker border
     loss, terms = direction_loss(images, images, 1.0, cfg)
+    terms = {k: float(v) for k, v in terms.items()}  # tensors (no host sync in the training loop)
     assert terms["sobel"] == pytest.approx(0.0, abs=1e-12) and terms["radial"] == pytest.approx(0.0, abs=1e-7)
     loss_l, terms = direction_loss(images, centre_bright, 1.0, cfg)
+    terms = {k: float(v) for k, v in terms.items()}
     loss_d, _ = direction_loss(images, centre_bright, -1.0, cfg)
     assert terms["radial"] < 0  # the light direction's radial term rewards a brighter centre
     ref = np.mean((sobel_magnitude(gray(centre_bright)).numpy() - sobel_magnitude(gray(images)).numpy()) ** 2)

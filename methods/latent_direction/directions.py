@@ -100,13 +100,13 @@ def sobel_magnitude(gray_images: torch.Tensor, eps: float = SOBEL_EPS) -> torch.
 
 
 def direction_loss(images: torch.Tensor, shifted: torch.Tensor, sign: float,
-                   cfg: DirectionConfig) -> tuple[torch.Tensor, dict[str, float]]:
+                   cfg: DirectionConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 1 on generator outputs in [-1, 1]: ``sign * radial_weight * radial + sobel_weight * sobel``."""
     g0, g1 = gray(images), gray(shifted)
     radial = (g1 * radial_prior(*g1.shape[-2:]).to(g1)).mean()
     sobel = F.mse_loss(sobel_magnitude(g1), sobel_magnitude(g0))
     loss = sign * cfg.radial_weight * radial + cfg.sobel_weight * sobel
-    return loss, {"radial": radial.item(), "sobel": sobel.item()}
+    return loss, {"radial": radial.detach(), "sobel": sobel.detach()}  # tensors: no host sync per step
 
 
 def sample_shifts(n: int, z_dim: int, cfg: DirectionConfig, rng: torch.Generator) -> torch.Tensor:
@@ -176,13 +176,13 @@ def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, see
         rng = torch.Generator().manual_seed(seed)
         direction = DirectionParameter((cfg.init_scale * torch.randn(generator.z_dim, generator=rng)).to(device))
         optimiser = torch.optim.Adam(direction.parameters(), lr=cfg.lr)
-        losses: list[float] = []  # one per step, kept in the snapshot
+        losses: list[Any] = []  # one per step (tensors until read: no host sync per step), kept in the snapshot
 
         def set_losses(extra: dict[str, Any]) -> None:
             losses[:] = extra["losses"]
 
         snap = Snapshot(stage, checkpoint_dir, keep, modules={"direction": direction}, optimizers={"adam": optimiser},
-                        generators={"codes": rng}, get_extra=lambda: {"losses": list(losses)}, set_extra=set_losses,
+                        generators={"codes": rng}, get_extra=lambda: {"losses": [float(x) for x in losses]}, set_extra=set_losses,
                         device=device, lrs={"adam": cfg.lr}, updater=updater)
         snap.resume(cfg.steps)
         v = direction.v
@@ -194,9 +194,9 @@ def optimise_direction(generator: Any, cfg: DirectionConfig, *, sign: float, see
             updater.step(loss, optimiser, "adam")
             with torch.no_grad():
                 v.div_(v.norm())  # the search space is the unit sphere (official :30, after_train_iter)
-            losses.append(loss.item())
+            losses.append(loss.detach())
             return {"loss": losses[-1], **terms}
 
         report = run_steps(snap, cfg.steps, step, log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every,
                            stats=stats, progress=progress, desc=stage.replace("_", " "), batch_size=cfg.batch_size)
-    return DirectionResult(v.detach().cpu().clone(), losses, {**report, **updater.describe()})
+    return DirectionResult(v.detach().cpu().clone(), [float(x) for x in losses], {**report, **updater.describe()})
