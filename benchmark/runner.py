@@ -623,9 +623,20 @@ def run(req: RunRequest, resume_dir: Path | None = None) -> Path:
     return _data_parallel(req.device, lambda device: _run(req, device))
 
 
+def check_data_parallel_batches(method_cls: type, method_config: Any) -> None:
+    """Every global batch the method splits over the processes divides by the world size (one
+    line naming the field, before any folder is made)."""
+    size = world().size
+    for key in getattr(method_cls, "DATA_PARALLEL_BATCHES", ()) if size > 1 else ():
+        value = _leaf(to_jsonable(method_config), key)
+        if isinstance(value, int) and value % size:
+            raise UserError(f"{key}={value} does not split over {size} processes; use a multiple of {size}")
+
+
 def _run(req: RunRequest, device: torch.device) -> Path:
     validate_request(req)
     resolved = resolve(req)
+    check_data_parallel_batches(resolved.method_cls, resolved.method_config)
     spec = resolved.protocol.spec
     fit_split = resolved.dataset.split(spec.splits["fit"], limit=req.limit)
     seed_everything(req.seed)

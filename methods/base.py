@@ -102,6 +102,10 @@ class Method(ABC):
     # and snapshot intervals, learning rates to recover from a divergence). Every other field
     # is fixed for the life of a run folder.
     RESUMABLE_FIELDS: ClassVar[tuple[str, ...]] = ()
+    # Config fields (dotted) holding global batch sizes that a data-parallel run (torchrun)
+    # splits over its processes: the runner checks they divide by the world size before it makes
+    # the run folder (the loops check again where they split).
+    DATA_PARALLEL_BATCHES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any | None = None) -> None:
         self.config = config if config is not None else self.Config()

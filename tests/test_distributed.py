@@ -126,3 +126,14 @@ def test_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert "batch_size=5 does not split over 2 processes" in proc.stderr
     assert not list((tmp_path / "runs").glob("synthetic_parts/ganseg/*"))  # nothing kept: no progress
+
+
+def test_declared_data_parallel_batches_are_int_fields():
+    from segbench.benchmark.config import to_jsonable
+    from segbench.benchmark.runner import RunRequest, _leaf, resolve_method_config
+    from segbench.methods import METHODS
+
+    for name in METHODS.names():
+        cls, config = resolve_method_config(RunRequest(method=name, protocol="synthetic_parts", preset="smoke"))
+        for key in getattr(cls, "DATA_PARALLEL_BATCHES", ()):
+            assert isinstance(_leaf(to_jsonable(config), key), int), (name, key)

@@ -39,6 +39,7 @@ class GANSeg(Method):
     PRESETS = PRESETS
     DATASET_PRESETS = DATASET_PRESETS
     produces = frozenset({PARTS, SAMPLES})
+    DATA_PARALLEL_BATCHES = ("batch_size", "segmenter.batch_size")  # split over torchrun processes
     RESUMABLE_FIELDS = GANSEG_RESUMABLE_FIELDS  # what ``run --resume DIR --set`` may change (config.py)
 
     def __init__(self, config: GANSegConfig | None = None) -> None:

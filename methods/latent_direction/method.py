@@ -153,6 +153,7 @@ class LatentDirection(Method):
     produces = frozenset({PARTS})
     fixed_num_parts = 1
     # What ``run --resume DIR --set`` may change (the stages' snapshots leave them out).
+    DATA_PARALLEL_BATCHES = ("generator.train_batch_size", "segmenter.batch_size")  # split over torchrun processes
     RESUMABLE_FIELDS = (("generator.train_steps", "generator.checkpoint_every", "generator.log_every",
                          "generator.train_lr")
                         + tuple(f"direction.{name}" for name in DIRECTION_RESUMABLE_FIELDS)

@@ -35,6 +35,7 @@ class LiuParts(Method):
     PRESETS = PRESETS
     DATASET_PRESETS = DATASET_PRESETS
     produces = frozenset({PARTS})  # no sampler: the decoder needs a real image's appearance
+    DATA_PARALLEL_BATCHES = ("batch_size",)  # split over torchrun processes
     RESUMABLE_FIELDS = LIU_RESUMABLE_FIELDS  # what ``run --resume DIR --set`` may change (config.py)
 
     def __init__(self, config: LiuPartsConfig | None = None) -> None:
