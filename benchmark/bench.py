@@ -126,17 +126,11 @@ def bench_gan(config: Any, args: argparse.Namespace, device: Any) -> dict[str, A
 
 
 def bench_segmenter(config: Any, args: argparse.Namespace, device: Any) -> dict[str, Any]:
-    import torch
-
-    from segbench.methods.common.pairs import FunctionPairSource
     from segbench.methods.common.segmenter import train_segmenter
+    from segbench.methods.ganseg.throughput import random_pair_source
 
     seg, size, k = dataclasses.replace(config.segmenter, checkpoint_every=0), config.image_size, config.num_parts + 1
-
-    def random_pairs(b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.rand(b, 3, size, size, generator=g), torch.randint(0, k, (b, size, size), generator=g)
-
-    source = FunctionPairSource(k, random_pairs)
+    source = random_pair_source(k, size)
     if args.warmup:
         train_segmenter(dataclasses.replace(seg, steps=args.warmup, log_every=args.warmup), source, seed=SEED,
                         device=device, progress=False, amp=config.amp)

@@ -192,13 +192,11 @@ def gan_stage(plan: Plan, amp: str, device: Any, keep: dict[str, Any]) -> dict[s
 
 
 def segmenter_stage(plan: Plan, amp: str, device: Any, keep: dict[str, Any]) -> dict[str, Any]:
-    import torch
-
     from segbench.methods.common.pairs import FunctionPairSource
     from segbench.methods.common.runtime import torch_threads
     from segbench.methods.common.segmenter import train_segmenter
     from segbench.methods.ganseg.method import GANSeg
-    from segbench.methods.ganseg.throughput import reset_peak_memory
+    from segbench.methods.ganseg.throughput import random_pair_source, reset_peak_memory
 
     config = plan.config
     seg = dataclasses.replace(config.segmenter, checkpoint_every=0)
@@ -208,13 +206,7 @@ def segmenter_stage(plan: Plan, amp: str, device: Any, keep: dict[str, Any]) -> 
         method.generator = keep["generator"].to(device).eval()
         source, pairs = FunctionPairSource(num_classes, method._pairs), "pairs from the gan stage's generator"
     else:
-        size = config.image_size
-
-        def random_pairs(b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-            images = torch.rand(b, 3, size, size, generator=g)
-            return images, torch.randint(0, num_classes, (b, size, size), generator=g)
-
-        source, pairs = FunctionPairSource(num_classes, random_pairs), "random pairs"
+        source, pairs = random_pair_source(num_classes, config.image_size), "random pairs"
     with torch_threads(plan.threads or config.num_threads):
         if plan.warmup:
             train_segmenter(dataclasses.replace(seg, steps=plan.warmup, log_every=plan.warmup), source, seed=SEED,

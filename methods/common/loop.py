@@ -123,12 +123,9 @@ class Snapshot:
                  "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                  "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                  "generators": {k: g.get_state() for k, g in self.generators.items()},
-                 "torch_rng": torch.get_rng_state(),
-                 "extra": self.get_extra() if self.get_extra else {}}
+                 **self._rank_rng(), "extra": self.get_extra() if self.get_extra else {}}
         if self.updater is not None:
             state["updater"] = self.updater.state_dict()
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         ranks = gather_objects(self._rank_rng())  # a collective: every rank calls state_dict
         if len(ranks) > 1:
             state["rank_rng"] = ranks

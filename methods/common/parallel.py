@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -142,12 +142,13 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """Replace each gradient by its mean over the ranks (one flattened all_reduce). Parameters
-    without a gradient are skipped; every rank runs the same code, so the sets agree."""
+def average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Replace the gradient of each of ``optimizer``'s parameters by its mean over the ranks (one
+    flattened all_reduce; nothing in one process). Parameters without a gradient are skipped;
+    every rank runs the same code, so the sets agree."""
     if world().size == 1:
         return
-    grads = [p.grad for p in params if p.grad is not None]
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])

@@ -61,15 +61,14 @@ class Updater:
         """zero_grad, backward, average the gradients over the ranks, optimiser step (through the
         ``name``d scaler with fp16)."""
         optimizer.zero_grad(set_to_none=True)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         if self.amp != "fp16":
             loss.backward()
-            average_gradients(params)
+            average_gradients(optimizer)
             optimizer.step()
             return
         scaler = self._scaler(name)
         scaler.scale(loss).backward()
-        average_gradients(params)
+        average_gradients(optimizer)
         scaler.step(optimizer)
         scaler.update()
 

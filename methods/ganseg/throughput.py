@@ -46,6 +46,17 @@ class RandomImages(torch.utils.data.Dataset):
         return torch.rand(3, self.size, self.size, generator=torch.Generator().manual_seed(index))
 
 
+def random_pair_source(num_classes: int, size: int) -> Any:
+    """Random images and labels at ``size``: the segmenter's cost without a generator in front."""
+    from segbench.methods.common.pairs import FunctionPairSource
+
+    def pairs(b: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.rand(b, 3, size, size, generator=g)
+        return images, torch.randint(0, num_classes, (b, size, size), generator=g)
+
+    return FunctionPairSource(num_classes, pairs)
+
+
 # ----------------------------------------------------------------------------- shared helpers
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, steps: int, warmup: int) -> None:
