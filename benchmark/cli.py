@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from segbench.benchmark.errors import UserError, check_run_flags, one_line
+from segbench.benchmark.errors import Terminated, UserError, check_run_flags, one_line, sigterm_as_interrupt
 from segbench.benchmark.registry import UnknownNameError
 
 REGISTRY_KINDS = ("methods", "protocols", "datasets")
@@ -133,7 +133,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"protocol {req.protocol} v{resolved.protocol.spec.version}, options "
               f"{resolved.protocol.options}, dataset {resolved.dataset.describe()}")
         return 0
-    return _report_run(run(req))
+    with sigterm_as_interrupt():  # scancel / SLURM time limit: recorded and resumable, like Ctrl-C
+        run_dir = run(req)
+    return _report_run(run_dir)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -147,10 +149,11 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         check_run_flags(num_threads=args.threads)
     from segbench.benchmark.runner import resume
 
-    run_dir = resume(Path(args.resume), data_root=args.data_root, progress=not args.no_progress, device=args.device,
-                     num_threads=args.threads, overrides=_key_values(args.set, "--set"),
-                     options=_key_values(args.option, "--option"), given=given,
-                     trust_run_config=args.trust_run_config, dry_run=args.dry_run)
+    with sigterm_as_interrupt():
+        run_dir = resume(Path(args.resume), data_root=args.data_root, progress=not args.no_progress,
+                         device=args.device, num_threads=args.threads, overrides=_key_values(args.set, "--set"),
+                         options=_key_values(args.option, "--option"), given=given,
+                         trust_run_config=args.trust_run_config, dry_run=args.dry_run)
     if args.dry_run:
         print(f"resume {run_dir}: the recorded run and the flags given are consistent (nothing was run)")
         return 0
@@ -407,10 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _stdout_gone()
         return 141
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        _print_error("interrupted")
+        _print_error(str(exc) if isinstance(exc, Terminated) else "interrupted")
         return 130
     except (UserError, UnknownNameError) as exc:
         if debug:

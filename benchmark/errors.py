@@ -9,10 +9,13 @@ first writes it to the run's ``log.txt`` and a ``{"phase": "error", ...}`` row o
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 class UserError(Exception):
@@ -34,11 +37,35 @@ class RunLockedError(UserError):
 
 
 class RunInterrupted(UserError):
-    """Ctrl-C (SIGINT) during a command; the message says how to resume. Printed without the
-    ``error:`` prefix, exit code 130 as a shell reports a process stopped by SIGINT."""
+    """Ctrl-C (SIGINT) or SIGTERM during a command; the message says how to resume. Printed without
+    the ``error:`` prefix, exit code 130 as a shell reports a process stopped by SIGINT."""
 
     exit_code = 130
     prefix = ""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during ``run``: what ``scancel``, a SLURM time limit or preemption and ``torchrun``
+    (when another rank failed) send. Raised from the signal handler so that the run records the
+    interruption and keeps its snapshot exactly as for Ctrl-C, instead of dying unrecorded."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread while the block runs (elsewhere, e.g. a
+    worker thread, signals cannot be handled and the block runs unchanged)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def one_line(exc: BaseException) -> str:

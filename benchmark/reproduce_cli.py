@@ -26,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="at most this many images per split (smoke runs)")
     p.add_argument("--jobs", type=int, default=1,
                    help="local runs at a time (default 1); each gets cores // jobs threads")
+    p.add_argument("--gpus", default=None, metavar="IDS|none",
+                   help="local: the GPU ids the workers are pinned to, worker i on GPU i mod n through "
+                        "CUDA_VISIBLE_DEVICES (default: every visible GPU when there are two or more and --device "
+                        "is unset, auto or cuda); none: no pinning")
     p.add_argument("--executor", choices=("local", "slurm"), default="local",
                    help="local: subprocesses on this machine; slurm: one submitit job per cell")
     p.add_argument("--slurm-partition", default=None, metavar="P")
@@ -59,6 +63,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UserError(f"--limit {args.limit}: must be an integer >= 1 (images per split)")
     if args.slurm_gpus_per_task < 0 or args.slurm_cpus_per_task < 1 or args.slurm_time < 1:
         raise UserError("--slurm-gpus-per-task >= 0, --slurm-cpus-per-task >= 1 and --slurm-time >= 1 (minutes)")
+    if args.gpus is not None and args.executor == "slurm":
+        raise UserError(f"--gpus {args.gpus} is for --executor local; on SLURM give --slurm-gpus-per-task")
     if args.dry_run and args.status:
         raise UserError("--dry-run and --status: give one")
     if args.progress_every <= 0:
@@ -133,7 +139,7 @@ def print_plan(plan, threads: int, file=None) -> None:
 
 
 def _print_dry_run(plan, args: argparse.Namespace) -> None:
-    from segbench.benchmark.reproduce_exec import cells_to_execute, thread_budget
+    from segbench.benchmark.reproduce_exec import cells_to_execute, describe_workers, local_gpus, thread_budget
 
     if args.executor == "slurm":
         request = _slurm_request(args)
@@ -145,10 +151,9 @@ def _print_dry_run(plan, args: argparse.Namespace) -> None:
             print(f"  {line}")
         print(f"  submitit logs in {plan.state_dir() / 'submitit'}")
         return
-    workers, threads = thread_budget(args.jobs)
-    print_plan(plan, threads)
-    note = f" (--jobs {args.jobs} capped at the {workers} cores)" if workers < args.jobs else ""
-    print(f"local: {workers} worker(s) x {threads} thread(s){note}")
+    gpus = local_gpus(args.gpus, args.device)
+    print_plan(plan, thread_budget(args.jobs)[1])
+    print(describe_workers(args.jobs, gpus))
 
 
 def _print_status(plan) -> None:
@@ -200,8 +205,10 @@ def main(args: argparse.Namespace) -> int:
     tables_out = Path(args.tables_out) if args.tables_out else REPO_ROOT / "results" / "tables"
     if tables_out.exists() and not tables_out.is_dir():
         raise UserError(f"--tables-out {tables_out}: not a folder")
-    from segbench.benchmark.reproduce_exec import (FAILED, Progress, cells_to_execute, run_local, run_slurm,
-                                                   thread_budget)
+    from segbench.benchmark.reproduce_exec import (FAILED, Progress, cells_to_execute, describe_workers, local_gpus,
+                                                   run_local, run_slurm)
+
+    gpus = local_gpus(args.gpus, args.device) if args.executor == "local" else []
 
     todo = cells_to_execute(plan)
     print(f"table {manifest.id}: {len(plan.cells)} run cells: {count_statuses([c.status for c in plan.cells])}")
@@ -211,9 +218,8 @@ def main(args: argparse.Namespace) -> int:
         outcomes = run_slurm(plan, todo, _slurm_request(args), progress, cluster=args.submitit_cluster,
                              progress_every=args.progress_every)
     elif todo:
-        workers, threads = thread_budget(args.jobs)
-        print(f"local: {workers} worker(s) x {threads} thread(s)")
-        outcomes = run_local(plan, todo, args.jobs, progress, progress_every=args.progress_every)
+        print(describe_workers(args.jobs, gpus))
+        outcomes = run_local(plan, todo, args.jobs, progress, progress_every=args.progress_every, gpus=gpus)
     else:
         outcomes = []
     failed = {o.cell_id: o for o in outcomes if o.status == FAILED}

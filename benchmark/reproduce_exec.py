@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import queue
 import re
 import shlex
 import signal
@@ -85,6 +86,44 @@ def thread_budget(jobs: int, cores: int | None = None) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
+def local_gpus(spec: str | None, device: str | None) -> list[str]:
+    """The GPU ids the local workers are pinned to (``--gpus``). ``spec`` None (automatic): every GPU
+    this process sees when there are two or more and the cells may use one (``--device`` unset,
+    ``auto`` or ``cuda``), as ``CUDA_VISIBLE_DEVICES`` names them when it is set; else none, and the
+    runs inherit the environment unchanged. ``"none"``: no pinning. ``"0,2"``: those ids."""
+    if spec is not None:
+        if spec.strip().lower() == "none":
+            return []
+        ids = [part.strip() for part in spec.split(",")]
+        if not all(ids) or len(set(ids)) != len(ids):
+            raise UserError(f"--gpus {spec}: a comma-separated list of distinct GPU ids (e.g. 0,1), or none")
+        if device is not None and (device == "cpu" or device.startswith("cuda:")):
+            raise UserError(f"--gpus {spec} with --device {device}: a pinned worker sees its one GPU as cuda:0; "
+                            f"give --device cuda (or auto), or --gpus none")
+        return ids
+    if device is not None and (device == "cpu" or device.startswith("cuda:")):
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    ids = [part.strip() for part in visible.split(",") if part.strip()] if visible else []
+    return (ids or [str(i) for i in range(count)])[:count]
+
+
+def describe_workers(jobs: int, gpus: list[str]) -> str:
+    """``local: 2 worker(s) x 4 thread(s)``, with the GPU of each worker slot when pinned."""
+    workers, threads = thread_budget(jobs)
+    text = f"local: {workers} worker(s) x {threads} thread(s)"
+    if workers < jobs:
+        text += f" (--jobs {jobs} capped at the {workers} cores)"
+    if gpus:
+        text += ", CUDA_VISIBLE_DEVICES per worker: " + ", ".join(gpus[i % len(gpus)] for i in range(workers))
+    return text
+
+
 # ---------------------------------------------------------------- one cell
 
 
@@ -92,7 +131,7 @@ def _error_line(text: str, returncode: int) -> str:
     """The one-line reason of a failed run from its output: the CLI's ``error: ...`` line, the last
     line of a traceback, or the signal that stopped it."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith(("error: ", "interrupted"))]
+    errors = [line for line in lines if line.startswith(("error: ", "interrupted", "terminated"))]
     if errors:
         return errors[-1].removeprefix("error: ")
     if returncode < 0:
@@ -104,16 +143,20 @@ def _error_line(text: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit code {returncode}, no output"
 
 
-def run_cell(args: list[str], log_path: str, cwd: str, threads: int) -> tuple[int, str, str]:
+def run_cell(args: list[str], log_path: str, cwd: str, threads: int,
+             extra_env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run ``python -m segbench <args>`` (this interpreter) with its output appended to
     ``log_path``; returns (exit code, run folder printed or "", one-line error or ""). Module
-    level, so that submitit can pickle it by reference into a SLURM job."""
+    level, so that submitit can pickle it by reference into a SLURM job. ``extra_env``: e.g. the
+    ``CUDA_VISIBLE_DEVICES`` of a local worker's GPU (written in the log's header line)."""
     log = Path(log_path)
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    extra_env = dict(extra_env or {})
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **extra_env}
     stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    shown_env = "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(extra_env.items()))
     with open(log, "a", encoding="utf-8") as fh:
-        fh.write(f"==== {stamp} {shlex.join([*CLI, *args])}\n")
+        fh.write(f"==== {stamp} {shown_env}{shlex.join([*CLI, *args])}\n")
         fh.flush()
         start = fh.tell()
         proc = subprocess.run([sys.executable, "-m", "segbench", *args], cwd=cwd, env=env, stdout=fh,
@@ -219,19 +262,29 @@ def _outcome(cell_id: str, log: Path, result: tuple[int, str, str]) -> CellOutco
 
 
 def run_local(plan: TablePlan, todo: list[CellStatus], jobs: int, progress: Progress,
-              progress_every: float = 60.0) -> list[CellOutcome]:
-    """``--executor local``: ``jobs`` workers, each running one cell's subprocess at a time."""
+              progress_every: float = 60.0, gpus: list[str] = ()) -> list[CellOutcome]:
+    """``--executor local``: ``jobs`` workers, each running one cell's subprocess at a time. With
+    ``gpus``, worker slot i runs its cells with ``CUDA_VISIBLE_DEVICES=gpus[i % len(gpus)]``, so
+    ``--jobs 4`` on a 4-GPU workstation puts one cell on each GPU instead of all on the first."""
     workers, threads = thread_budget(jobs)
     cwd = os.getcwd()
+    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(workers):
+        slots.put(slot)
 
     def work(status: CellStatus) -> CellOutcome:
         cid, log = status.cell.id, progress.log_path(status.cell.id)
         args = cell_args(status, plan.out, threads, plan.data_root, plan.device)
-        progress.started(cid, show_command(args))
+        slot = slots.get()  # a free worker slot: at most `workers` cells run, each on its slot's GPU
         try:
-            result = run_cell(args, str(log), cwd, threads)
-        except OSError as exc:  # the interpreter could not be started, the log not written
-            result = (1, "", f"could not start the run: {exc}")
+            env = {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]} if gpus else {}
+            progress.started(cid, show_command(args))
+            try:
+                result = run_cell(args, str(log), cwd, threads, env)
+            except OSError as exc:  # the interpreter could not be started, the log not written
+                result = (1, "", f"could not start the run: {exc}")
+        finally:
+            slots.put(slot)
         outcome = _outcome(cid, log, result)
         progress.finished(outcome)
         return outcome
@@ -267,12 +320,39 @@ def run_slurm(plan: TablePlan, todo: list[CellStatus], request: SlurmRequest, pr
     executor, as the tests use), polled until every job has ended."""
     executor = make_slurm_executor(plan.state_dir() / "submitit", request, cluster)
     cwd, jobs = os.getcwd(), []
-    for status in todo:
-        cid, log = status.cell.id, progress.log_path(status.cell.id)
-        args = cell_args(status, plan.out, request.cpus_per_task, plan.data_root, plan.device)
-        executor.update_parameters(**request.submitit_parameters(f"segbench-{cid}"))
-        progress.started(cid, show_command(args))
-        jobs.append((cid, log, executor.submit(run_cell, args, str(log), cwd, request.cpus_per_task)))
+    try:
+        for status in todo:
+            cid, log = status.cell.id, progress.log_path(status.cell.id)
+            args = cell_args(status, plan.out, request.cpus_per_task, plan.data_root, plan.device)
+            executor.update_parameters(**request.submitit_parameters(f"segbench-{cid}"))
+            progress.started(cid, show_command(args))
+            jobs.append((cid, log, executor.submit(run_cell, args, str(log), cwd, request.cpus_per_task)))
+        return _wait_for_jobs(jobs, progress, poll_s, progress_every)
+    except KeyboardInterrupt:
+        _cancel_jobs(jobs, progress)
+        raise
+
+
+def _cancel_jobs(jobs: list, progress: Progress) -> None:
+    """Ctrl-C of ``reproduce --executor slurm``: the jobs it submitted that have not ended are
+    cancelled (``scancel``; a running cell's run gets SIGTERM, records the interruption and keeps
+    its snapshot), so none keeps running unwatched; a later ``reproduce`` resumes them."""
+    cancelled = []
+    for cid, _log, job in jobs:
+        try:
+            if not job.done():
+                job.cancel(check=False)
+                cancelled.append(f"{cid} (job {job.job_id})")
+        except Exception as exc:  # scancel missing or refused: say so, cancel the others
+            progress.print_line(f"could not cancel {cid} (job {getattr(job, 'job_id', '?')}): {exc}")
+    if cancelled:
+        progress.print_line(f"interrupted: cancelled {len(cancelled)} SLURM job(s): {', '.join(cancelled)}; "
+                            "run reproduce again to resume them")
+
+
+def _wait_for_jobs(jobs: list, progress: Progress, poll_s: float, progress_every: float) -> list[CellOutcome]:
+    """Poll the submitted jobs until every one has ended; each outcome is recorded as it ends. The
+    list is updated in place, so that on Ctrl-C it holds the jobs still running."""
     outcomes, last_summary = [], time.monotonic()
     while jobs:
         still = []
@@ -288,7 +368,7 @@ def run_slurm(plan: TablePlan, todo: list[CellStatus], request: SlurmRequest, pr
             outcome = _outcome(cid, log, result)
             progress.finished(outcome)
             outcomes.append(outcome)
-        jobs = still
+        jobs[:] = still
         if jobs:
             if time.monotonic() - last_summary >= progress_every:
                 progress.running_summary()

@@ -56,8 +56,8 @@ import torch
 
 from segbench.benchmark import figures
 from segbench.benchmark.config import apply_overrides, to_jsonable
-from segbench.benchmark.errors import (RunFileError, RunInterrupted, RunLockedError, UserError, check_run_flags,
-                                       one_line, read_json_file)
+from segbench.benchmark.errors import (RunFileError, RunInterrupted, RunLockedError, Terminated, UserError,
+                                       check_run_flags, one_line, read_json_file)
 from segbench.benchmark.records import device_info, env_info, git_label, git_state, metric_records, new_run_dir, utc_now
 from segbench.datasets import DATASETS
 from segbench.datasets.paths import resolve_data_root
@@ -544,8 +544,9 @@ def _session(run_dir: Path, command: str, *, new: bool, created: list[Path] = ()
             tail = f"; {hint}" if command in ("run", "resume") and kept and (has_progress(run_dir) or diverged) \
                 else ""
             if isinstance(exc, KeyboardInterrupt):
-                message = f"interrupted{tail}" if tail or not new else \
-                    "interrupted before any progress was saved; nothing to resume (run folder removed)"
+                what = str(exc) if isinstance(exc, Terminated) else "interrupted"
+                message = f"{what}{tail}" if tail or not new else \
+                    f"{what} before any progress was saved; nothing to resume (run folder removed)"
                 error: BaseException = RunInterrupted(message)
             elif isinstance(exc, UserError):
                 message = one_line(exc)

@@ -240,9 +240,9 @@ def test_a_bug_is_a_traceback_and_is_logged_but_keeps_progress(tmp_path, monkeyp
     assert "ZeroDivisionError: a bug" in (run_dir / "log.txt").read_text()
 
 
-def test_ctrl_c_of_a_real_process_is_one_line_130_and_the_run_resumes(tmp_path, monkeypatch):
-    """SIGINT to ``python -m benchmark run`` mid-training (GANSeg, snapshots every 2 steps)."""
-    out = tmp_path / "out"
+def _signal_mid_training(out: Path, signum: int) -> tuple[subprocess.CompletedProcess, Path]:
+    """``python -m benchmark run`` of GANSeg (smoke, snapshots every 2 steps, steps without end) in
+    a real process, sent ``signum`` once its first snapshot is on disk; (its result, its run folder)."""
     proc = subprocess.Popen([sys.executable, "-m", "benchmark", "run", "--method", "ganseg", "--protocol",
                              "synthetic_parts", *SMOKE, "--threads", "1", "--out", str(out),
                              "--set", "steps=1000000"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -253,13 +253,18 @@ def test_ctrl_c_of_a_real_process_is_one_line_130_and_the_run_resumes(tmp_path, 
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.1)
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     (run_dir,) = run_folders(out)
-    res = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), run_dir
+
+
+def test_ctrl_c_of_a_real_process_is_one_line_130_and_the_run_resumes(tmp_path, monkeypatch):
+    """SIGINT to ``python -m benchmark run`` mid-training."""
+    res, run_dir = _signal_mid_training(tmp_path / "out", signal.SIGINT)
     assert one_line(res, 130) == f"interrupted; resume with: python -m benchmark run --resume {run_dir}"
     assert "interrupted; resume with" in (run_dir / "log.txt").read_text()
     assert stats_rows(run_dir)[-1]["type"] == "KeyboardInterrupt"
@@ -272,6 +277,17 @@ def test_ctrl_c_of_a_real_process_is_one_line_130_and_the_run_resumes(tmp_path, 
     assert (run_dir / "metrics.json").is_file()
     resumed = next(r for r in stats_rows(run_dir) if r["phase"] == "resumed")
     assert resumed["from_step"]["gan"] == step and resumed["overrides"] == {"steps": str(step)}
+
+
+def test_sigterm_is_recorded_like_ctrl_c_and_the_run_resumes(tmp_path):
+    """SIGTERM (scancel, a SLURM time limit, torchrun stopping the ranks) mid-training: recorded in
+    the run and resumable, instead of a process that dies without a word."""
+    res, run_dir = _signal_mid_training(tmp_path / "out", signal.SIGTERM)
+    assert one_line(res, 130) == f"terminated (SIGTERM); resume with: python -m benchmark run --resume {run_dir}"
+    assert "terminated (SIGTERM); resume with" in (run_dir / "log.txt").read_text()
+    assert stats_rows(run_dir)[-1]["type"] == "Terminated"
+    dry = run_here("run", "--resume", str(run_dir), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
 
 
 def test_closed_stdout_is_no_traceback(tmp_path):
