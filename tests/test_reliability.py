@@ -250,7 +250,9 @@ def _signal_mid_training(out: Path, signum: int) -> tuple[subprocess.CompletedPr
     try:
         deadline = time.monotonic() + 120
         while not list(out.glob("*/*/*/checkpoints/training/gan/gan.pt")):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()  # before communicate(): a run without end would never close its pipes
+                pytest.fail(f"no snapshot within 120 s (exit {proc.poll()}): {proc.communicate()}")
             time.sleep(0.1)
         time.sleep(0.3)
         proc.send_signal(signum)
