@@ -91,17 +91,18 @@ def local_gpus(spec: str | None, device: str | None) -> list[str]:
     this process sees when there are two or more and the cells may use one (``--device`` unset,
     ``auto`` or ``cuda``), as ``CUDA_VISIBLE_DEVICES`` names them when it is set; else none, and the
     runs inherit the environment unchanged. ``"none"``: no pinning. ``"0,2"``: those ids."""
+    device_chosen = device is not None and (device == "cpu" or device.startswith("cuda:"))
     if spec is not None:
         if spec.strip().lower() == "none":
             return []
         ids = [part.strip() for part in spec.split(",")]
         if not all(ids) or len(set(ids)) != len(ids):
             raise UserError(f"--gpus {spec}: a comma-separated list of distinct GPU ids (e.g. 0,1), or none")
-        if device is not None and (device == "cpu" or device.startswith("cuda:")):
+        if device_chosen:
             raise UserError(f"--gpus {spec} with --device {device}: a pinned worker sees its one GPU as cuda:0; "
                             f"give --device cuda (or auto), or --gpus none")
         return ids
-    if device is not None and (device == "cpu" or device.startswith("cuda:")):
+    if device_chosen:
         return []
     import torch
 
