@@ -13,7 +13,7 @@ from segbench.benchmark.errors import UserError
 from segbench.methods.common.loop import INJECT_NAN_ENV, TrainingDiverged
 from segbench.methods.context import FitContext
 from segbench.methods.ganseg.config import DATASET_PRESETS, GANSegConfig, validate
-from segbench.methods.ganseg.layers import RelativePositionalEncoding, grid_coordinates, heatmaps, linear_tau, part_statistics
+from segbench.methods.ganseg.layers import AdaINConvBlock, RelativePositionalEncoding, SPADEResBlock, grid_coordinates, heatmaps, linear_tau, part_statistics
 from segbench.methods.ganseg.losses import area_loss, area_target_code, concentration_loss, gradient_penalty
 from segbench.methods.ganseg.method import GANSeg
 from segbench.methods.ganseg.train import build_networks, train_gan
@@ -162,6 +162,45 @@ def test_shapes_and_softmax_sums():
     assert torch.allclose(out["masks"].sum(1), torch.ones(3, 32, 32), atol=1e-5)
     assert out["layout"].points.shape == (3, 12, 2) and out["layout"].points.abs().max() < 1
     assert disc(out["images"]).shape == (3,)
+
+
+@pytest.mark.parametrize("overrides", [{"generator.spade_kernel": 3}, {"generator.spade_kernel": 1},
+                                       {"generator.spade_kernel": 3, "generator.embed_dim": 16},  # learned shortcut
+                                       {"generator.spade_kernel": 3, "generator.no_separate_bg": True},
+                                       {"generator.spade_kernel": 3, "generator.no_points": True}])
+def test_fast_paths_compute_the_code_function_with_the_same_gradients(overrides, monkeypatch):
+    """The two ways the generator saves work are the same function as the code's computation
+    (dense style conv, every block on the full margin map, then a crop): style_conv=factored
+    (per-image kernels on the K weight maps) and each branch's last block computed on the image
+    area only. Outputs and every gradient to 1e-12 in float64."""
+    def run(mode: str, crop_tail: bool) -> tuple[dict, dict]:
+        with monkeypatch.context() as patch:
+            if not crop_tail:  # no block's halo fits: every block runs on the full map
+                patch.setattr(SPADEResBlock, "min_crop", 10 ** 6)
+                patch.setattr(AdaINConvBlock, "min_crop", 10 ** 6)
+            cfg = smoke(**overrides, **{"generator.style_conv": mode})
+            gen, _ = build_networks(cfg, seed=0)
+            gen.train()
+            out = gen(gen.sample_latent(3, torch.Generator().manual_seed(1)))
+        loss = (out["images"] * torch.linspace(-1, 1, out["images"].numel()).view_as(out["images"])).sum()
+        (loss + (out["masks"] ** 2).sum()).backward()
+        return out, {n: p.grad.clone() for n, p in gen.named_parameters() if p.grad is not None}
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        code, code_grads = run("dense", crop_tail=False)
+        variants = {name: run(*how) for name, how in {"dense_crop": ("dense", True),
+                                                         "factored_crop": ("factored", True),
+                                                         "factored_full": ("factored", False)}.items()}
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert any("shared" in n for n in code_grads)
+    for name, (out, grads) in variants.items():
+        for key in ("images", "masks"):
+            torch.testing.assert_close(out[key], code[key], rtol=1e-12, atol=1e-12, msg=f"{name} {key}")
+        assert grads.keys() == code_grads.keys()
+        for param, grad in code_grads.items():
+            torch.testing.assert_close(grads[param], grad, rtol=1e-10, atol=1e-12, msg=f"{name} {param}")
 
 
 @pytest.mark.parametrize("switch", ["generator.no_points", "generator.no_separate_bg", "generator.fixed_sigma"])

@@ -59,6 +59,11 @@ class GeneratorConfig:
     channels: tuple[int, ...] = domain((512, 256, 128, 64), ge=1, le=65536)
     # hidden width of the mask branch after its first block (code: = embed_dim)
     mask_width: int = domain(64, ge=1, le=65536)
+    # How SPADE's first style conv is computed; both are the same function (float rounding
+    # aside): "dense" convolves the D-channel style map sum_k W_k w_k as the code does;
+    # "factored" convolves the K weight maps with per-image kernels (layers.FactoredStyle),
+    # K/D the multiply-adds. An implementation choice, not a model change.
+    style_conv: Literal["dense", "factored"] = "factored"
     spade_hidden: int = domain(128, ge=1, le=65536)  # width of the conv that turns the style map into gamma/beta
     # kernel of SPADE's style convs (odd; paper/code 3; 1 is far cheaper on a CPU)
     spade_kernel: int = domain(3, ge=1, le=15)

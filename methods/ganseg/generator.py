@@ -11,7 +11,10 @@ Level 3: foreground SPADE branch styled by mask-weighted embeddings (eq. 7-8), s
          a small conv head to RGB (eq. 11).
 
 Every feature map carries a ``margin``-pixel border (eq. 12), kept at that width by a crop after
-each 2x upsample, and no absolute coordinate enters anywhere. With ``coord_grid=pixel_centres``
+each 2x upsample, and no absolute coordinate enters anywhere. Two ways of computing the same
+function with less work: SPADE's first style conv on the K weight maps instead of the D-channel
+style map (``style_conv=factored``, layers.FactoredStyle), and each branch's last block computed on
+the image area only (its BatchNorm statistics still see the margin), since only that is kept. With ``coord_grid=pixel_centres``
 and ``mask_resize=area`` shifting all points and the background centre by whole pixels shifts
 masks and images by the same pixels (up to a band at the border); the code's defaults (corner
 grid, bilinear mask resize) are off by up to half a pixel per upsample (audit row 13). Defaults
@@ -28,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from segbench.methods.ganseg.config import GeneratorConfig
-from segbench.methods.ganseg.layers import (LEAK, AdaINConvBlock, RelativePositionalEncoding, SPADEResBlock,
-                                   crop_margin, embed_maps, heatmaps, kaiming_init, linear_tau, mlp,
-                                   part_statistics, upsample_and_crop)
+from segbench.methods.ganseg.layers import (LEAK, AdaINConvBlock, FactoredStyle, RelativePositionalEncoding,
+                                   SPADEResBlock, crop_margin, embed_maps, heatmaps, kaiming_init, linear_tau,
+                                   mlp, part_statistics, upsample_and_crop)
 
 
 @dataclass
@@ -145,26 +148,44 @@ class GANSegGenerator(nn.Module):
                         self.config.coord_grid)
 
     def mask_logits(self, layout: Layout) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Mask logits [B, K+1, R+2m, R+2m] (channel 0 background) and the last stage's
-        heatmaps [B, K, R+2m, R+2m] (None without points)."""
+        """Mask logits on the image area [B, K+1, R, R] (channel 0 background) and the last
+        stage's heatmaps with their margin [B, K, R+2m, R+2m] (None without points)."""
         m, res = self.margin, self.resolutions
         b = layout.part_emb.shape[0]
         if self.config.no_points:
             x = self.mask_const.expand(b, -1, -1, -1)
-            for i, block in enumerate(self.mask_blocks):
-                x = block(x, layout.shape_code)
-                if i + 1 < len(res) and res[i + 1] != res[i]:
-                    x = upsample_and_crop(x, m)
-            return x, None
-        x = self.mask_start(layout.points, res[0], m)
+            return self._run_blocks(self.mask_blocks, x, lambda r: layout.shape_code), None
         maps: dict[int, torch.Tensor] = {}
-        for i, block in enumerate(self.mask_blocks):
-            if res[i] not in maps:  # heatmaps recomputed per resolution on its margin grid (§3.3)
-                maps[res[i]] = self.part_heatmaps(layout, res[i])
-            x = block(x, embed_maps(maps[res[i]], layout.part_emb))  # W_mask (eq. 4)
-            if i + 1 < len(res) and res[i + 1] != res[i]:
-                x = upsample_and_crop(x, m)
+        styles: dict[int, torch.Tensor | FactoredStyle] = {}
+
+        def style_at(r: int) -> torch.Tensor | FactoredStyle:
+            if r not in styles:  # heatmaps recomputed per resolution on its margin grid (§3.3)
+                maps[r] = self.part_heatmaps(layout, r)
+                styles[r] = self.style(maps[r], layout.part_emb)  # W_mask (eq. 4)
+            return styles[r]
+
+        x = self._run_blocks(self.mask_blocks, self.mask_start(layout.points, res[0], m), style_at)
         return x, maps[res[-1]]
+
+    def _run_blocks(self, blocks: nn.ModuleList, x: torch.Tensor, style_at) -> torch.Tensor:
+        """One branch: block i at resolution i (styled by ``style_at(resolution)``), 2x
+        upsample-and-crop between stages; returns the image area [B, C, R, R]. The margin only
+        matters up to the last block (its BatchNorms), so the last block computes the image area
+        alone where the margin covers its halo."""
+        m, res = self.margin, self.resolutions
+        last = len(blocks) - 1
+        for i, block in enumerate(blocks):
+            crop = m if i == last and m >= block.min_crop else 0
+            x = block(x, style_at(res[i]), crop) if crop else block(x, style_at(res[i]))
+            if i < last and res[i + 1] != res[i]:
+                x = upsample_and_crop(x, m)
+        return x if crop else crop_margin(x, m)
+
+    def style(self, weights: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor | FactoredStyle:
+        """The SPADE style map sum_k weights_k w_k, dense or factored (config.style_conv)."""
+        if self.config.style_conv == "factored":
+            return FactoredStyle(weights, embeddings)
+        return embed_maps(weights, embeddings)
 
     # ----------------------------------------------------------------- level 3
     def masks_at(self, masks: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -188,7 +209,7 @@ class GANSegGenerator(nn.Module):
         return F.pad(pooled, [self.margin] * 4, mode="replicate") if self.margin else pooled
 
     def foreground(self, layout: Layout, masks: torch.Tensor) -> torch.Tensor:
-        """Foreground features [B, D, R+2m, R+2m] (eq. 7-8) from the image-area masks."""
+        """Foreground features on the image area [B, D, R, R] (eq. 7-8) from the image-area masks."""
         m, res = self.margin, self.resolutions
         b = masks.shape[0]
         if self.config.no_separate_bg:  # the background is one more "part" with its own embedding
@@ -199,24 +220,19 @@ class GANSegGenerator(nn.Module):
             x = self.fg_const.expand(b, -1, -1, -1)
         else:
             x = self.fg_start(layout.centres, res[0], m)
-        styles: dict[int, torch.Tensor] = {}
-        for i, block in enumerate(self.fg_blocks):
-            if res[i] not in styles:
-                styles[res[i]] = embed_maps(self.masks_at(weights, res[i]), emb)  # W_fg (eq. 7)
-            x = block(x, styles[res[i]])
-            if i + 1 < len(res) and res[i + 1] != res[i]:
-                x = upsample_and_crop(x, m)
-        return x
+        styles: dict[int, torch.Tensor | FactoredStyle] = {}
+
+        def style_at(r: int) -> torch.Tensor | FactoredStyle:
+            if r not in styles:
+                styles[r] = self.style(self.masks_at(weights, r), emb)  # W_fg (eq. 7)
+            return styles[r]
+
+        return self._run_blocks(self.fg_blocks, x, style_at)
 
     def background(self, layout: Layout) -> torch.Tensor:
-        """Background features [B, D, R+2m, R+2m] (eq. 9-10)."""
-        m, res = self.margin, self.resolutions
-        x = self.bg_start(layout.bg_centre, res[0], m)
-        for i, block in enumerate(self.bg_blocks):
-            x = block(x, layout.bg_emb)
-            if i + 1 < len(res) and res[i + 1] != res[i]:
-                x = upsample_and_crop(x, m)
-        return x
+        """Background features on the image area [B, D, R, R] (eq. 9-10)."""
+        x = self.bg_start(layout.bg_centre, self.resolutions[0], self.margin)
+        return self._run_blocks(self.bg_blocks, x, lambda r: layout.bg_emb)
 
     def render(self, layout: Layout, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Levels 2-3 from a layout: images in [-1, 1] [B,3,R,R], their pre-tanh ``head_out``,
@@ -227,12 +243,12 @@ class GANSegGenerator(nn.Module):
         maps = None
         if masks is None:
             logits, maps = self.mask_logits(layout)
-            masks = torch.softmax(crop_margin(logits, m), dim=1)
-        fg = crop_margin(self.foreground(layout, masks), m)
+            masks = torch.softmax(logits, dim=1)
+        fg = self.foreground(layout, masks)
         if self.config.no_separate_bg:
             features = fg
         else:
-            bg = crop_margin(self.background(layout), m)
+            bg = self.background(layout)
             m_bg = masks[:, :1]
             features = (1 - m_bg) * fg + m_bg * bg  # eq. 11, blended in feature space
         if self.config.head_lrelu:

@@ -51,6 +51,12 @@ def crop_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
     return x[..., margin:x.shape[-2] - margin, margin:x.shape[-1] - margin] if margin else x
 
 
+def valid_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` without its zero padding. On a map whose border is at least the padding wide
+    this is ``crop_margin(conv(x), padding)``, computed only where it is kept."""
+    return F.conv2d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+
+
 def upsample_and_crop(x: torch.Tensor, margin: int) -> torch.Tensor:
     """2x bilinear upsample (margin doubles to 2m) then crop back to an m-pixel margin (§3.3).
 
@@ -104,6 +110,46 @@ def heatmaps(centres: torch.Tensor, width: torch.Tensor, resolution: int, margin
 def embed_maps(weights: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
     """sum_k weights_k(p) w_k: weights [B, K, H, W], embeddings [B, K, D] -> [B, D, H, W]."""
     return torch.einsum("bkhw,bkd->bdhw", weights, embeddings)
+
+
+class FactoredStyle:
+    """The style map sum_k weights_k(p) w_k (``embed_maps``) kept as its two factors.
+
+    A convolution is linear, so convolving the D-channel map equals convolving the K weight
+    maps with a per-image kernel whose k-th input channel is the conv weight applied to w_k:
+    conv(sum_k W_k w_k; A) = sum_k conv(W_k; A w_k). Same function (up to float rounding order),
+    K/D of the multiply-adds (8/64 at the paper's sizes) in forward and backward. The K maps are
+    unfolded once per kernel size and shared by every SPADE layer that reads this style."""
+
+    def __init__(self, weights: torch.Tensor, embeddings: torch.Tensor) -> None:
+        self.weights, self.embeddings = weights, embeddings  # [B, K, H, W], [B, K, D]
+        self._columns: dict[tuple[int, int], torch.Tensor] = {}
+
+    def dense(self) -> torch.Tensor:
+        return embed_maps(self.weights, self.embeddings)
+
+    def conv(self, conv: nn.Conv2d, crop: int = 0) -> torch.Tensor:
+        """``crop_margin(conv(self.dense()), crop)`` for a stride-1, zero-padded, 'same'-size
+        square conv (crop >= its padding: then only the kept pixels are computed)."""
+        k, p = conv.kernel_size[0], conv.padding[0]
+        b, n = self.weights.shape[:2]
+        key = (k, crop)
+        if key not in self._columns:  # [B, K*k*k, H'*W'], channel-major like the kernel below
+            weights = crop_margin(self.weights, crop - p) if crop else self.weights
+            self._columns[key] = F.unfold(weights, k, padding=0 if crop else p)
+        h, w = (s - 2 * crop for s in self.weights.shape[2:])
+        kernel = torch.einsum("odij,bkd->bokij", conv.weight, self.embeddings)
+        out = torch.bmm(kernel.reshape(b, conv.out_channels, n * k * k), self._columns[key])
+        if conv.bias is not None:
+            out = out + conv.bias[:, None]
+        return out.view(b, conv.out_channels, h, w)
+
+
+def style_conv(conv: nn.Conv2d, style: "torch.Tensor | FactoredStyle", crop: int = 0) -> torch.Tensor:
+    """``crop_margin(conv(style), crop)``, computed only on the kept pixels when crop > 0."""
+    if isinstance(style, FactoredStyle):
+        return style.conv(conv, crop)
+    return valid_conv(conv, crop_margin(style, crop - conv.padding[0])) if crop else conv(style)
 
 
 class RelativePositionalEncoding(nn.Module):
@@ -167,9 +213,13 @@ class SPADE(nn.Module):
         self.gamma = nn.Conv2d(hidden, channels, kernel, padding=kernel // 2)
         self.beta = nn.Conv2d(hidden, channels, kernel, padding=kernel // 2)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.shared(style), LEAK)
-        return (1 + self.gamma(h)) * self.norm(x) + self.beta(h)
+    def forward(self, x: torch.Tensor, style: "torch.Tensor | FactoredStyle", crop: int = 0) -> torch.Tensor:
+        """crop > 0: only the centre (``crop`` pixels off each side) is computed and returned; the
+        BatchNorm statistics still come from all of x. Needs crop >= 2 * (kernel // 2)."""
+        p = self.gamma.padding[0]
+        h = F.leaky_relu(style_conv(self.shared, style, crop - p if crop else 0), LEAK)
+        gamma, beta = (valid_conv(self.gamma, h), valid_conv(self.beta, h)) if crop else (self.gamma(h), self.beta(h))
+        return (1 + gamma) * crop_margin(self.norm(x), crop) + beta
 
 
 class SPADEResBlock(nn.Module):
@@ -189,11 +239,24 @@ class SPADEResBlock(nn.Module):
             self.spade_s = SPADE(in_channels, style_channels, hidden, kernel)
             self.conv_s = nn.Conv2d(in_channels, out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.leaky_relu(self.spade1(x, style), LEAK))
-        h = self.conv2(F.leaky_relu(self.spade2(h, style), LEAK))
-        shortcut = self.conv_s(self.spade_s(x, style)) if self.learned_shortcut else x
-        return h + shortcut
+    @property
+    def min_crop(self) -> int:
+        """The smallest ``crop`` that forward computes on the centre only: conv2's halo plus
+        the halos of SPADE's two style convs."""
+        return 1 + 2 * (self.spade2.shared.kernel_size[0] // 2)
+
+    def forward(self, x: torch.Tensor, style: "torch.Tensor | FactoredStyle", crop: int = 0) -> torch.Tensor:
+        """crop >= min_crop: the output without its ``crop``-pixel border, computed only there
+        (a branch's last block: the generator keeps only the image area)."""
+        h = self.conv1(F.leaky_relu(self.spade1(x, style), LEAK))  # all of it: spade2's statistics
+        if not crop:
+            h = self.conv2(F.leaky_relu(self.spade2(h, style), LEAK))
+            shortcut = self.conv_s(self.spade_s(x, style)) if self.learned_shortcut else x
+            return h + shortcut
+        h = valid_conv(self.conv2, F.leaky_relu(self.spade2(h, style, crop - 1), LEAK))
+        if self.learned_shortcut:
+            return h + valid_conv(self.conv_s, self.spade_s(x, style, crop - 1))
+        return h + crop_margin(x, crop)
 
 
 class AdaIN(nn.Module):
@@ -220,8 +283,12 @@ class AdaINConvBlock(nn.Module):
         self.adain = AdaIN(in_channels, style_dim, hidden)
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.leaky_relu(self.adain(x, style), LEAK))
+    min_crop = 1  # conv's halo
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, crop: int = 0) -> torch.Tensor:
+        """crop >= 1: the output without its ``crop``-pixel border, computed only there."""
+        h = F.leaky_relu(self.adain(x, style), LEAK)
+        return valid_conv(self.conv, crop_margin(h, crop - 1)) if crop else self.conv(h)
 
 
 def kaiming_init(module: nn.Module) -> None:
