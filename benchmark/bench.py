@@ -179,7 +179,9 @@ def format_report(report: dict[str, Any]) -> str:
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from segbench.benchmark.config import to_jsonable
     from segbench.benchmark.errors import UserError
+    from segbench.benchmark.records import env_info, git_label, git_state
     from segbench.methods.context import resolve_device
 
     if args.steps < 1 or args.warmup < 0 or args.threads < 0:
@@ -191,7 +193,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"method": args.method, "preset": args.preset, "overrides": args.set, "amp": config.amp,
                               "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
                               "cpu": platform.processor() or platform.machine(), "label": args.label,
-                              "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                              "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              # what else changes a number: the code and the whole resolved config
+                              "git_hash": git_label(git_state()), "env": env_info(), "config": to_jsonable(config)}
     if args.stage in ("gan", "all"):
         report["gan"] = bench_gan(config, args, device)
     if args.stage in ("segmenter", "all"):

@@ -42,6 +42,9 @@ def test_bench_command_prints_phases_and_appends_jsonl(tmp_path):
     assert sched["complete"] and sched["flops"] > 0 and sched["seconds"] > 0
     assert sched["phases"]["d_step_penalty"]["flops"] > 0  # the penalty's double backward is counted
     assert report["label"] == "t" and report["amp"] == "off" and report["segmenter"]["wall_s_per_it"] > 0
+    # the record names the code and the whole resolved config (every field that changes a number)
+    assert report["git_hash"] and report["env"]["torch"] and report["config"]["batch_size"] == 4
+    assert report["config"]["generator"]["style_conv"] == "factored"
 
 
 def test_bench_rejects_bad_steps():

@@ -119,17 +119,14 @@ class FactoredStyle:
     maps with a per-image kernel whose k-th input channel is the conv weight applied to w_k:
     conv(sum_k W_k w_k; A) = sum_k conv(W_k; A w_k). Same function (up to float rounding order),
     K/D of the multiply-adds (8/64 at the paper's sizes) in forward and backward. The K maps are
-    unfolded once per kernel size and shared by every SPADE layer that reads this style."""
+    unfolded once per (kernel size, crop) and shared by every SPADE layer that reads this style."""
 
     def __init__(self, weights: torch.Tensor, embeddings: torch.Tensor) -> None:
         self.weights, self.embeddings = weights, embeddings  # [B, K, H, W], [B, K, D]
         self._columns: dict[tuple[int, int], torch.Tensor] = {}
 
-    def dense(self) -> torch.Tensor:
-        return embed_maps(self.weights, self.embeddings)
-
     def conv(self, conv: nn.Conv2d, crop: int = 0) -> torch.Tensor:
-        """``crop_margin(conv(self.dense()), crop)`` for a stride-1, zero-padded, 'same'-size
+        """``crop_margin(conv(embed_maps(weights, embeddings)), crop)`` for a stride-1, zero-padded, 'same'-size
         square conv (crop >= its padding: then only the kept pixels are computed)."""
         k, p = conv.kernel_size[0], conv.padding[0]
         b, n = self.weights.shape[:2]
