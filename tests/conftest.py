@@ -44,6 +44,17 @@ def one_thread():
 
 
 @pytest.fixture
+def float64():
+    """Float64 as the default dtype for the test (golden comparisons), restored after it."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
 def cli():
     return run_cli
 

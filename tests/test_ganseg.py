@@ -168,7 +168,7 @@ def test_shapes_and_softmax_sums():
                                        {"generator.spade_kernel": 3, "generator.embed_dim": 16},  # learned shortcut
                                        {"generator.spade_kernel": 3, "generator.no_separate_bg": True},
                                        {"generator.spade_kernel": 3, "generator.no_points": True}])
-def test_fast_paths_compute_the_code_function_with_the_same_gradients(overrides, monkeypatch):
+def test_fast_paths_compute_the_code_function_with_the_same_gradients(overrides, monkeypatch, float64):
     """The two ways the generator saves work are the same function as the code's computation
     (dense style conv, every block on the full margin map, then a crop): style_conv=factored
     (per-image kernels on the K weight maps) and each branch's last block computed on the image
@@ -186,14 +186,9 @@ def test_fast_paths_compute_the_code_function_with_the_same_gradients(overrides,
         (loss + (out["masks"] ** 2).sum()).backward()
         return out, {n: p.grad.clone() for n, p in gen.named_parameters() if p.grad is not None}
 
-    torch.set_default_dtype(torch.float64)
-    try:
-        code, code_grads = run("dense", crop_tail=False)
-        variants = {name: run(*how) for name, how in {"dense_crop": ("dense", True),
-                                                         "factored_crop": ("factored", True),
-                                                         "factored_full": ("factored", False)}.items()}
-    finally:
-        torch.set_default_dtype(torch.float32)
+    code, code_grads = run("dense", crop_tail=False)
+    variants = {name: run(*how) for name, how in {"dense_crop": ("dense", True), "factored_crop": ("factored", True),
+                                                     "factored_full": ("factored", False)}.items()}
     assert any("shared" in n for n in code_grads)
     for name, (out, grads) in variants.items():
         for key in ("images", "masks"):

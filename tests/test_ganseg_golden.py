@@ -22,20 +22,13 @@ from segbench.methods.ganseg.layers import margin_grid
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "ganseg"
 CONFIGS = ("celeba_small", "cub_small", "flower_small")
 pytestmark = [pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden tensors not found at {GOLDEN}"),
-              pytest.mark.usefixtures("one_thread")]
+              pytest.mark.usefixtures("one_thread", "float64")]
 TRAIN = dict(atol=1e-10, rtol=1e-10)
 
 
 def load(name: str, part: str) -> dict:
     return torch.load(GOLDEN / f"{name}_{part}.pt", weights_only=True)
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def official_generator(name: str) -> tuple[GANSegGenerator, object]:

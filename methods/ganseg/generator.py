@@ -176,7 +176,7 @@ class GANSegGenerator(nn.Module):
         last = len(blocks) - 1
         for i, block in enumerate(blocks):
             crop = m if i == last and m >= block.min_crop else 0
-            x = block(x, style_at(res[i]), crop) if crop else block(x, style_at(res[i]))
+            x = block(x, style_at(res[i]), crop)
             if i < last and res[i + 1] != res[i]:
                 x = upsample_and_crop(x, m)
         return x if crop else crop_margin(x, m)

@@ -51,9 +51,12 @@ def crop_margin(x: torch.Tensor, margin: int) -> torch.Tensor:
     return x[..., margin:x.shape[-2] - margin, margin:x.shape[-1] - margin] if margin else x
 
 
-def valid_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv`` without its zero padding. On a map whose border is at least the padding wide
-    this is ``crop_margin(conv(x), padding)``, computed only where it is kept."""
+def conv_cropped(conv: nn.Conv2d, x: torch.Tensor, crop: int) -> torch.Tensor:
+    """``crop_margin(conv(x), crop)`` for a stride-1 'same'-size conv, computed only on the kept
+    pixels (crop >= the conv's padding, so no output pixel there reads the zero padding)."""
+    if not crop:
+        return conv(x)
+    x = crop_margin(x, crop - conv.padding[0])
     return F.conv2d(x, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
 
 
@@ -144,9 +147,7 @@ class FactoredStyle:
 
 def style_conv(conv: nn.Conv2d, style: "torch.Tensor | FactoredStyle", crop: int = 0) -> torch.Tensor:
     """``crop_margin(conv(style), crop)``, computed only on the kept pixels when crop > 0."""
-    if isinstance(style, FactoredStyle):
-        return style.conv(conv, crop)
-    return valid_conv(conv, crop_margin(style, crop - conv.padding[0])) if crop else conv(style)
+    return style.conv(conv, crop) if isinstance(style, FactoredStyle) else conv_cropped(conv, style, crop)
 
 
 class RelativePositionalEncoding(nn.Module):
@@ -213,9 +214,9 @@ class SPADE(nn.Module):
     def forward(self, x: torch.Tensor, style: "torch.Tensor | FactoredStyle", crop: int = 0) -> torch.Tensor:
         """crop > 0: only the centre (``crop`` pixels off each side) is computed and returned; the
         BatchNorm statistics still come from all of x. Needs crop >= 2 * (kernel // 2)."""
-        p = self.gamma.padding[0]
-        h = F.leaky_relu(style_conv(self.shared, style, crop - p if crop else 0), LEAK)
-        gamma, beta = (valid_conv(self.gamma, h), valid_conv(self.beta, h)) if crop else (self.gamma(h), self.beta(h))
+        inner = crop - self.gamma.padding[0] if crop else 0  # what gamma/beta read: their halo more
+        h = F.leaky_relu(style_conv(self.shared, style, inner), LEAK)
+        gamma, beta = conv_cropped(self.gamma, h, crop - inner), conv_cropped(self.beta, h, crop - inner)
         return (1 + gamma) * crop_margin(self.norm(x), crop) + beta
 
 
@@ -246,13 +247,10 @@ class SPADEResBlock(nn.Module):
         """crop >= min_crop: the output without its ``crop``-pixel border, computed only there
         (a branch's last block: the generator keeps only the image area)."""
         h = self.conv1(F.leaky_relu(self.spade1(x, style), LEAK))  # all of it: spade2's statistics
-        if not crop:
-            h = self.conv2(F.leaky_relu(self.spade2(h, style), LEAK))
-            shortcut = self.conv_s(self.spade_s(x, style)) if self.learned_shortcut else x
-            return h + shortcut
-        h = valid_conv(self.conv2, F.leaky_relu(self.spade2(h, style, crop - 1), LEAK))
+        inner = crop - 1 if crop else 0  # what conv2 / conv_s read: their 1-pixel halo more
+        h = conv_cropped(self.conv2, F.leaky_relu(self.spade2(h, style, inner), LEAK), crop - inner)
         if self.learned_shortcut:
-            return h + valid_conv(self.conv_s, self.spade_s(x, style, crop - 1))
+            return h + conv_cropped(self.conv_s, self.spade_s(x, style, inner), crop - inner)
         return h + crop_margin(x, crop)
 
 
@@ -284,8 +282,7 @@ class AdaINConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, crop: int = 0) -> torch.Tensor:
         """crop >= 1: the output without its ``crop``-pixel border, computed only there."""
-        h = F.leaky_relu(self.adain(x, style), LEAK)
-        return valid_conv(self.conv, crop_margin(h, crop - 1)) if crop else self.conv(h)
+        return conv_cropped(self.conv, F.leaky_relu(self.adain(x, style), LEAK), crop)
 
 
 def kaiming_init(module: nn.Module) -> None:
